@@ -1,0 +1,1 @@
+"""Request/response models. Requests forbid unknown fields (no mass assignment)."""

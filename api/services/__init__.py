@@ -1,0 +1,1 @@
+"""Services own the transaction: validate, write through repositories, commit once."""

@@ -1,0 +1,103 @@
+"""Workspace configuration: providers (keys write-only), MCP servers, collaboration policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.schemas.common import ENV_REF
+from api.schemas.config import (
+    MASK,
+    LLMProviderOut,
+    McpServerOut,
+    WorkspaceConfigOut,
+    WorkspaceConfigUpdate,
+)
+from api.services.workspaces import apply_settings_patch, effective_settings
+from domain.timeutil import utcnow
+from store.models import Workspace
+
+
+def _mask(value: str | None) -> str | None:
+    if value is None:
+        return None
+    # A ${ENV_VAR} reference is not a secret: showing it tells the user where the key comes from.
+    return value if ENV_REF.match(value) else MASK
+
+
+def _provider_out(raw: dict[str, Any]) -> LLMProviderOut:
+    return LLMProviderOut(
+        name=raw["name"],
+        api_key=_mask(raw.get("api_key")),
+        api_key_set=bool(raw.get("api_key")),
+        base_url=raw.get("base_url"),
+        models=raw.get("models", []),
+        default_model=raw.get("default_model"),
+        parameters=raw.get("parameters"),
+    )
+
+
+def _mcp_out(raw: dict[str, Any]) -> McpServerOut:
+    enabled = raw.get("enabled", True)
+    return McpServerOut(
+        name=raw["name"],
+        status="enabled" if enabled else "disabled",
+        transport=raw.get("transport", "stdio"),
+        command=raw.get("command"),
+        args=raw.get("args", []),
+        url=raw.get("url"),
+        env={k: _mask(v) or "" for k, v in (raw.get("env") or {}).items()},
+        enabled=enabled,
+    )
+
+
+def to_out(ws: Workspace) -> WorkspaceConfigOut:
+    return WorkspaceConfigOut(
+        workspace_id=ws.id,
+        settings=effective_settings(ws),
+        llm_providers=[_provider_out(p) for p in ws.llm_providers or []],
+        mcp_servers=[_mcp_out(s) for s in ws.mcp_servers or []],
+        collaboration_policy=ws.collaboration_policy or {"mode": "allow_all", "rules": []},
+    )
+
+
+def _merge_providers(
+    stored: list[dict[str, Any]], incoming: WorkspaceConfigUpdate
+) -> list[dict[str, Any]]:
+    previous = {p["name"]: p for p in stored}
+    result = []
+    for provider in incoming.llm_providers or []:
+        raw = provider.model_dump(mode="json", exclude_none=True)
+        # GET returns the mask; sending it back (or nothing) must not erase the stored key.
+        if raw.get("api_key") in (None, MASK):
+            raw.pop("api_key", None)
+            if previous.get(raw["name"], {}).get("api_key"):
+                raw["api_key"] = previous[raw["name"]]["api_key"]
+        result.append(raw)
+    return result
+
+
+def _merge_mcp(stored: list[dict[str, Any]], incoming: WorkspaceConfigUpdate) -> list[dict[str, Any]]:
+    previous = {s["name"]: s.get("env", {}) for s in stored}
+    result = []
+    for server in incoming.mcp_servers or []:
+        raw = server.model_dump(mode="json", exclude_none=True)
+        old_env = previous.get(raw["name"], {})
+        raw["env"] = {k: old_env.get(k, v) if v == MASK else v for k, v in raw["env"].items()}
+        result.append(raw)
+    return result
+
+
+async def update(session: AsyncSession, ws: Workspace, body: WorkspaceConfigUpdate) -> WorkspaceConfigOut:
+    apply_settings_patch(ws, body.settings)
+    if body.llm_providers is not None:
+        ws.llm_providers = _merge_providers(ws.llm_providers or [], body)
+    if body.mcp_servers is not None:
+        ws.mcp_servers = _merge_mcp(ws.mcp_servers or [], body)
+    if body.collaboration_policy is not None:
+        policy = body.collaboration_policy.model_dump(mode="json", by_alias=True)
+        ws.collaboration_policy = policy
+    ws.updated_at = utcnow()
+    await session.commit()
+    return to_out(ws)

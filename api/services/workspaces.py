@@ -1,0 +1,154 @@
+"""Workspaces: owner-scoped CRUD, the edition's workspace limit, partial settings merges."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.schemas.common import Pagination
+from api.schemas.workspaces import (
+    SandboxSummary,
+    WorkspaceCreate,
+    WorkspaceDetail,
+    WorkspaceOut,
+    WorkspaceSettings,
+    WorkspaceSettingsPatch,
+    WorkspaceUpdate,
+)
+from config.settings import Settings
+from domain.errors import NotFound, ResourceExhausted, ValidationFailed
+from domain.ids import Prefix, is_valid, new_id
+from domain.timeutil import iso, utcnow
+from store.models import User, Workspace
+from store.repositories import workspaces as repo
+
+
+def merge_settings(current: dict[str, Any], patch: WorkspaceSettingsPatch | None) -> dict[str, Any]:
+    """Apply only the keys the client sent; nested resource_defaults merge the same way."""
+    merged = dict(current)
+    if patch is None:
+        return merged
+    changes = patch.model_dump(exclude_unset=True, exclude_none=True, mode="json")
+    nested = changes.pop("resource_defaults", None)
+    merged.update(changes)
+    if nested:
+        merged["resource_defaults"] = {**merged.get("resource_defaults", {}), **nested}
+    return merged
+
+
+def effective_settings(ws: Workspace) -> WorkspaceSettings:
+    stored = dict(ws.settings or {})
+    stored["collaboration_policy"] = (ws.collaboration_policy or {}).get("mode", "allow_all")
+    return WorkspaceSettings.model_validate(stored)
+
+
+def to_out(ws: Workspace, sandbox_count: int) -> WorkspaceOut:
+    return WorkspaceOut(
+        workspace_id=ws.id,
+        name=ws.name,
+        description=ws.description,
+        owner_id=ws.owner_id,
+        settings=effective_settings(ws),
+        sandbox_count=sandbox_count,
+        created_at=iso(ws.created_at) or "",
+        updated_at=iso(ws.updated_at) or "",
+    )
+
+
+def _split_policy(settings: dict[str, Any], policy: dict[str, Any]) -> dict[str, Any]:
+    # The policy mode lives with its rules in `collaboration_policy`; settings only mirror it.
+    mode = settings.pop("collaboration_policy", None)
+    if mode is not None:
+        return {**policy, "mode": mode, "rules": policy.get("rules", [])}
+    return policy
+
+
+async def get_owned(session: AsyncSession, workspace_id: str, user: User) -> Workspace:
+    if not is_valid(Prefix.WORKSPACE, workspace_id):
+        raise NotFound("workspace", workspace_id)
+    ws = await repo.get_owned(session, workspace_id, user.id)
+    if ws is None:
+        raise NotFound("workspace", workspace_id)
+    return ws
+
+
+async def list_workspaces(
+    session: AsyncSession, user: User, pg: Pagination
+) -> tuple[list[WorkspaceOut], int]:
+    if pg.sort not in repo.SORTABLE:
+        raise ValidationFailed(
+            "Unsupported sort field",
+            {"fields": [{"field": "sort", "message": f"one of {sorted(repo.SORTABLE)}",
+                         "location": "query"}]},
+        )
+    rows, total = await repo.list_owned(
+        session, user.id, search=pg.search, sort=pg.sort, descending=pg.order == "desc",
+        offset=pg.offset, limit=pg.per_page,
+    )
+    return [to_out(ws, n) for ws, n in rows], total
+
+
+async def create(
+    session: AsyncSession, settings: Settings, user: User, body: WorkspaceCreate
+) -> WorkspaceOut:
+    # Lock the owner row (PostgreSQL) so concurrent creates cannot both slip under the limit.
+    await session.execute(select(User.id).where(User.id == user.id).with_for_update())
+    if await repo.count_owned(session, user.id) >= settings.max_workspaces:
+        raise ResourceExhausted(
+            f"Workspace limit reached: the {settings.edition} edition allows "
+            f"{settings.max_workspaces} workspaces per user",
+            {"limit": settings.max_workspaces, "resource": "workspaces"},
+        )
+    stored = merge_settings(WorkspaceSettings().model_dump(mode="json"), body.settings)
+    policy = _split_policy(stored, {"mode": "allow_all", "rules": []})
+    ws = Workspace(
+        id=new_id(Prefix.WORKSPACE),
+        owner_id=user.id,
+        name=body.name,
+        description=body.description,
+        settings=stored,
+        llm_providers=[],
+        mcp_servers=[],
+        collaboration_policy=policy,
+    )
+    session.add(ws)
+    await session.commit()
+    return to_out(ws, 0)
+
+
+async def detail(session: AsyncSession, ws: Workspace) -> WorkspaceDetail:
+    sandboxes = await repo.sandbox_summaries(session, ws.id)
+    base = to_out(ws, len(sandboxes))
+    return WorkspaceDetail(
+        **base.model_dump(),
+        sandboxes=[SandboxSummary(sandbox_id=s.id, name=s.name, status=s.status)
+                   for s in sandboxes],
+    )
+
+
+def apply_settings_patch(ws: Workspace, patch: WorkspaceSettingsPatch | None) -> None:
+    if patch is None:
+        return
+    stored = merge_settings(ws.settings or {}, patch)
+    ws.collaboration_policy = _split_policy(stored, dict(ws.collaboration_policy or {}))
+    ws.settings = stored
+
+
+async def update(session: AsyncSession, ws: Workspace, body: WorkspaceUpdate) -> WorkspaceDetail:
+    if body.name is not None:
+        ws.name = body.name
+    if "description" in body.model_fields_set:
+        ws.description = body.description
+    apply_settings_patch(ws, body.settings)
+    ws.updated_at = utcnow()
+    await session.commit()
+    return await detail(session, ws)
+
+
+async def delete(session: AsyncSession, ws: Workspace) -> None:
+    # Rows cascade (sandboxes, messages, ...). Sandbox containers are torn down by their
+    # workflows once the sandboxes capability exists.
+    await session.delete(ws)
+    await session.commit()

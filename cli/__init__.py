@@ -1,0 +1,1 @@
+"""The `aintandem` command: run the platform (`up`) or its pieces (`api`, `worker`, `migrate`)."""

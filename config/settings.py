@@ -1,0 +1,106 @@
+"""Process settings, read from `AINTANDEM_*` environment variables and an optional `.env` file."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+VERSION = "0.1.0"
+API_PREFIX = "/api/v1"
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".aintandem"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="AINTANDEM_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str = ""  # empty: an SQLite file in data_dir
+    database_echo: bool = False
+
+    # Empty means "start the embedded Temporal dev server" (aintandem up) or 127.0.0.1:7233.
+    temporal_address: str = ""
+    temporal_namespace: str = "default"
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    task_queue: str = "aintandem"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_url: str = ""  # empty: http://localhost:{api_port}
+    worker_metrics_host: str = "127.0.0.1"
+    worker_metrics_port: int = 9464
+
+    jwt_secret: SecretStr | None = None  # None: generated once and kept in data_dir
+    jwt_issuer: str = "aintandem"
+    jwt_audience: str = "aintandem-api"
+    access_token_ttl_seconds: int = 3600
+    refresh_token_ttl_seconds: int = 30 * 24 * 3600
+
+    edition: str = "community"
+    max_workspaces: int = 10
+    max_sandboxes_per_workspace: int = 5
+    admin_emails: list[str] = Field(default_factory=list)
+
+    # Rate limits (requests per window); the spec's numbers are the defaults.
+    rate_limit_enabled: bool = True
+    rate_limit_auth_per_minute: int = 10
+    rate_limit_workspace_per_hour: int = 100
+    rate_limit_sandbox_per_hour: int = 200
+    rate_limit_message_per_hour: int = 1000
+    websocket_max_connections_per_user: int = 10
+
+    sandbox_image: str = "aintandem/sandbox:latest"
+
+    @field_validator("admin_emails", mode="before")
+    @classmethod
+    def _split_emails(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [e.strip().lower() for e in value.split(",") if e.strip()]
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'aintandem.db'}"
+
+    @property
+    def resolved_temporal_address(self) -> str:
+        return self.temporal_address or f"127.0.0.1:{self.temporal_port}"
+
+    @property
+    def resolved_public_url(self) -> str:
+        return (self.public_url or f"http://localhost:{self.api_port}").rstrip("/")
+
+    def jwt_key(self) -> str:
+        """The signing secret: configured, or generated once and persisted (never a built-in)."""
+        if self.jwt_secret is not None and self.jwt_secret.get_secret_value():
+            return self.jwt_secret.get_secret_value()
+        return _persisted_secret(self.data_dir / "jwt_secret")
+
+
+def _persisted_secret(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(48)
+    # O_EXCL so two processes starting together agree on one secret.
+    try:
+        with path.open("x") as fh:
+            fh.write(value)
+        path.chmod(0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

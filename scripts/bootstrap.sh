@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Idempotent setup of the project's virtualenv: creates .venv and installs the server (+ dev
+# tools) into it. Re-running is cheap: pip is skipped when pyproject.toml has not changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${AINTANDEM_VENV:-.venv}
+
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "AInTandem needs Python >= 3.11 (found $("$PYTHON" --version 2>&1))" >&2
+  exit 1
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "bootstrap: creating $VENV" >&2
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+fi
+
+stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "bootstrap: installing dependencies into $VENV" >&2
+  "$VENV/bin/pip" install -q -e '.[dev]'
+  rm -f "$VENV"/.installed-*
+  touch "$stamp"
+fi

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, repositories, engine/session, the event log and migrations."""

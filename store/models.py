@@ -1,0 +1,143 @@
+"""SQLAlchemy 2 models: the read model the API answers from."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from domain.timeutil import utcnow
+
+# Deterministic constraint names so Alembic migrations are the same on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a BIGINT identity.
+EventIdType = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _ts(nullable: bool = False, default: bool = False) -> Any:
+    return mapped_column(
+        DateTime(timezone=True), nullable=nullable, default=utcnow if default else None
+    )
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    organization: Mapped[str | None] = mapped_column(String(100))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16), default="user")
+    created_at: Mapped[datetime] = _ts(default=True)
+    updated_at: Mapped[datetime] = _ts(default=True)
+
+
+class AuthSession(Base):
+    """One login. Its refresh tokens form a family; revoking the session revokes all of them."""
+
+    __tablename__ = "auth_sessions"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = _ts(default=True)
+    expires_at: Mapped[datetime] = _ts()
+    revoked_at: Mapped[datetime | None] = _ts(nullable=True)
+    revoked_reason: Mapped[str | None] = mapped_column(String(64))
+
+
+class RefreshToken(Base):
+    __tablename__ = "refresh_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("auth_sessions.id", ondelete="CASCADE"), index=True
+    )
+    issued_at: Mapped[datetime] = _ts(default=True)
+    expires_at: Mapped[datetime] = _ts()
+    used_at: Mapped[datetime | None] = _ts(nullable=True)
+
+
+class Workspace(Base):
+    __tablename__ = "workspaces"
+    __table_args__ = (Index("ix_workspaces_owner_created", "owner_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(String(500))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    llm_providers: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    mcp_servers: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    collaboration_policy: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = _ts(default=True)
+    updated_at: Mapped[datetime] = _ts(default=True)
+
+
+class Sandbox(Base):
+    __tablename__ = "sandboxes"
+    __table_args__ = (UniqueConstraint("workspace_id", "name", name="uq_sandboxes_workspace_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(16), default="provisioning", index=True)
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    agent_config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    resources: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    environment_variables: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
+    mcp_servers: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    health_status: Mapped[str] = mapped_column(String(16), default="unknown")
+    last_heartbeat: Mapped[datetime | None] = _ts(nullable=True)
+    restart_count: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = _ts(default=True)
+    updated_at: Mapped[datetime] = _ts(default=True)
+    started_at: Mapped[datetime | None] = _ts(nullable=True)
+
+
+class Event(Base):
+    """The durable event log: every state change, with a monotonic id clients resume from."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_sandbox_id_id", "sandbox_id", "id"),
+        Index("ix_events_workspace_id_id", "workspace_id", "id"),
+        Index("ix_events_collaboration_id_id", "collaboration_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(EventIdType, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = _ts(default=True)
+    workspace_id: Mapped[str | None] = mapped_column(String(32))
+    sandbox_id: Mapped[str | None] = mapped_column(String(32))
+    collaboration_id: Mapped[str | None] = mapped_column(String(32))
+    channel: Mapped[str] = mapped_column(String(32))
+    event: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -1,0 +1,1 @@
+"""All SQL lives here: one module per aggregate. Repositories never commit; services do."""

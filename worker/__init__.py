@@ -1,0 +1,1 @@
+"""The Temporal worker process: all workflows and activities, clients built once."""
