@@ -78,12 +78,12 @@ class Supervisor:
         self.log_dir = log_dir
 
     def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        log = (self.log_dir / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
-            start_new_session=True,  # Ctrl-C reaches only us; we stop children in order
-            preexec_fn=_die_with_parent,
-        )
+        with (self.log_dir / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                start_new_session=True,  # Ctrl-C reaches only us; we stop children in order
+                preexec_fn=_die_with_parent,
+            )
         self.children.append((name, proc))
         return proc
 

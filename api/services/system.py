@@ -33,15 +33,19 @@ async def _worker(temporal: TemporalGateway, settings: Settings) -> str:
     """Healthy when some worker polls our task queue; degraded (not down) when none does."""
     try:
         client = await temporal.client(PROBE_TIMEOUT)
-        resp = await client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=settings.temporal_namespace,
-                task_queue=TaskQueue(name=settings.task_queue),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-            ),
-            timeout=timedelta(seconds=PROBE_TIMEOUT),
-        )
-        return HealthStatus.HEALTHY if resp.pollers else HealthStatus.DEGRADED
+        for queue_type in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                           TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
+            resp = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=settings.temporal_namespace,
+                    task_queue=TaskQueue(name=settings.task_queue),
+                    task_queue_type=queue_type,
+                ),
+                timeout=timedelta(seconds=PROBE_TIMEOUT),
+            )
+            if resp.pollers:
+                return HealthStatus.HEALTHY
+        return HealthStatus.DEGRADED
     except Exception:
         return HealthStatus.UNHEALTHY
 

@@ -1,0 +1,125 @@
+"""`aintandem up` end to end: the README's run command, driven like a user with curl would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from worker.metrics import free_port
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _descendants(pid: int) -> set[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        p, pp = (int(x) for x in line.split())
+        children.setdefault(pp, []).append(p)
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+class Stack:
+    def __init__(self, data_dir: Path) -> None:
+        self.env = {
+            **os.environ,
+            "AINTANDEM_DATA_DIR": str(data_dir),
+            "AINTANDEM_API_PORT": str(free_port()),
+            "AINTANDEM_TEMPORAL_PORT": str(free_port()),
+            "AINTANDEM_TEMPORAL_UI_PORT": str(free_port()),
+            "AINTANDEM_WORKER_METRICS_PORT": str(free_port()),
+        }
+        self.env.pop("AINTANDEM_DATABASE_URL", None)
+        self.env.pop("AINTANDEM_TEMPORAL_ADDRESS", None)
+        self.base = f"http://127.0.0.1:{self.env['AINTANDEM_API_PORT']}"
+        self.log = data_dir / "up.out"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cli.main", "up", "--no-docker"], cwd=ROOT, env=self.env,
+                stdout=out, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            if "AInTandem is up" in self.log.read_text()[offset:]:
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"stack did not come up:\n{self.log.read_text()}")
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        return self.proc.wait(60)
+
+
+def test_up_serves_the_api_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
+    stack = Stack(tmp_path / "data")
+    stack.start()
+    try:
+        out = stack.log.read_text()
+        for url_part in ("/api/v1", "/docs", "/metrics", "Temporal UI"):
+            assert url_part in out
+        children = _descendants(stack.proc.pid)  # type: ignore[union-attr]
+        assert len(children) >= 3  # temporal, worker, api
+        with httpx.Client(base_url=f"{stack.base}/api/v1", timeout=10) as c:
+            assert c.post("/auth/register", json={"email": "e2e@example.com", "password": "password123",
+                                                  "name": "E2E"}).status_code == 201
+            login = c.post("/auth/login", json={"email": "e2e@example.com", "password": "password123"})
+            h = {"Authorization": f"Bearer {login.json()['data']['access_token']}"}
+            ws = c.post("/workspaces", json={"name": "persisted"}, headers=h).json()["data"]
+            assert [w["name"] for w in c.get("/workspaces", headers=h).json()["data"]] == ["persisted"]
+            cfg = c.put(f"/workspaces/{ws['workspace_id']}/config", headers=h,
+                        json={"llm_providers": [{"name": "qwen", "api_key": "${DASHSCOPE_API_KEY}"}]})
+            assert cfg.status_code == 200
+            health = c.get("/system/health").json()
+            for _ in range(40):
+                if health.get("data", {}).get("status") == "healthy":
+                    break
+                time.sleep(0.5)
+                health = c.get("/system/health").json()
+            assert health["data"]["services"]["temporal"] == "healthy", health
+            assert health["data"]["services"]["worker"] == "healthy", health
+            assert "aintandem_api_http_requests_total" in httpx.get(f"{stack.base}/metrics").text
+    finally:
+        code = stack.stop()
+    assert code == 0, stack.log.read_text()
+    time.sleep(0.5)
+    assert not [p for p in children if _alive(p)], "processes left behind after Ctrl-C"
+
+    # Restart on the same data dir: the account and workspace are still there.
+    stack.start()
+    try:
+        with httpx.Client(base_url=f"{stack.base}/api/v1", timeout=10) as c:
+            login = c.post("/auth/login", json={"email": "e2e@example.com", "password": "password123"})
+            assert login.status_code == 200
+            h = {"Authorization": f"Bearer {login.json()['data']['access_token']}"}
+            assert [w["name"] for w in c.get("/workspaces", headers=h).json()["data"]] == ["persisted"]
+    finally:
+        assert stack.stop() == 0
