@@ -13,15 +13,11 @@ import time
 from pathlib import Path
 
 from config.settings import API_PREFIX, Settings
+from domain.search_attributes import ALL_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 # Search attributes operators filter on in the Temporal UI.
-SEARCH_ATTRIBUTES = (
-    "AintandemWorkspaceId=Keyword",
-    "AintandemSandboxId=Keyword",
-    "AintandemMessageId=Keyword",
-    "AintandemCollaborationId=Keyword",
-)
+SEARCH_ATTRIBUTES = tuple(f"{key.name}=Keyword" for key in ALL_KEYS)
 _PR_SET_PDEATHSIG = 1
 
 

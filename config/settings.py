@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     websocket_max_connections_per_user: int = 10
 
     sandbox_image: str = "aintandem/sandbox:latest"
+    # How often each sandbox's workflow checks health and samples metrics and logs.
+    sandbox_health_interval_seconds: float = 10.0
 
     @field_validator("admin_emails", mode="before")
     @classmethod

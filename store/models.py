@@ -9,6 +9,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -118,9 +119,33 @@ class Sandbox(Base):
     health_status: Mapped[str] = mapped_column(String(16), default="unknown")
     last_heartbeat: Mapped[datetime | None] = _ts(nullable=True)
     restart_count: Mapped[int] = mapped_column(Integer, default=0)
+    # The workflow numbers its transitions; a write older than the stored one is ignored, so a
+    # late activity retry can never move the read model backwards.
+    status_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = _ts(default=True)
     updated_at: Mapped[datetime] = _ts(default=True)
     started_at: Mapped[datetime | None] = _ts(nullable=True)
+
+
+class MetricsSample(Base):
+    """One resource-usage sample of a sandbox, taken by its workflow's health loop."""
+
+    __tablename__ = "metrics_samples"
+    __table_args__ = (Index("ix_metrics_samples_sandbox_sampled", "sandbox_id", "sampled_at"),
+                      Index("ix_metrics_samples_workspace_sampled", "workspace_id", "sampled_at"))
+
+    id: Mapped[int] = mapped_column(EventIdType, primary_key=True, autoincrement=True)
+    sandbox_id: Mapped[str] = mapped_column(ForeignKey("sandboxes.id", ondelete="CASCADE"))
+    workspace_id: Mapped[str] = mapped_column(String(32))
+    sampled_at: Mapped[datetime] = _ts()
+    cpu_percent: Mapped[float] = mapped_column(Float)
+    memory_mb: Mapped[float] = mapped_column(Float)
+    memory_limit_mb: Mapped[float] = mapped_column(Float)
+    memory_percent: Mapped[float] = mapped_column(Float)
+    disk_mb: Mapped[float] = mapped_column(Float)
+    network_in_bytes: Mapped[int] = mapped_column(BigInteger)
+    network_out_bytes: Mapped[int] = mapped_column(BigInteger)
+    pids: Mapped[int] = mapped_column(Integer)
 
 
 class Event(Base):

@@ -7,14 +7,19 @@ import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
+from activities.docker_runtime import DockerRuntime
+from activities.sandbox import SandboxActivities
 from activities.store import StoreActivities
 from config.settings import Settings
 from store.db import create_engine, session_factory
 from worker import metrics
+from worker.search_attributes import ensure_search_attributes
+from workflows.sandbox import SandboxWorkflow
 
 log = logging.getLogger("aintandem.worker")
 
@@ -34,15 +39,29 @@ async def connect(settings: Settings, runtime: Runtime | None = None, wait: floa
             await asyncio.sleep(0.5)
 
 
-def build_worker(client: Client, settings: Settings, executor: ThreadPoolExecutor) -> Worker:
-    engine = create_engine(settings.resolved_database_url)
-    store = StoreActivities(session_factory(engine))
+def build_activities(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession]
+) -> tuple[StoreActivities, SandboxActivities]:
+    runtime = DockerRuntime(image=settings.sandbox_image)
+    return StoreActivities(sessions), SandboxActivities(runtime, sessions)
+
+
+def build_worker(
+    client: Client, settings: Settings, executor: ThreadPoolExecutor,
+    activities: tuple[StoreActivities, SandboxActivities],
+) -> Worker:
+    store, sandbox = activities
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[],
-        activities=[store.append_event],
+        workflows=[SandboxWorkflow],
+        activities=[
+            store.append_event,
+            sandbox.start, sandbox.stop, sandbox.remove, sandbox.update_resources,
+            sandbox.observe, sandbox.record_status, sandbox.record_observation,
+        ],
         activity_executor=executor,
+        max_concurrent_activities=64,
     )
 
 
@@ -53,14 +72,24 @@ async def run(settings: Settings) -> None:
     )
     metrics.serve(settings.worker_metrics_host, settings.worker_metrics_port, sdk_port)
     client = await connect(settings, runtime)
+    await ensure_search_attributes(client, settings.temporal_namespace)
+    engine = create_engine(settings.resolved_database_url)
+    activities = build_activities(settings, session_factory(engine))
+    try:
+        removed = await activities[1].remove_orphans()
+        if removed:
+            log.info("removed %d orphaned sandbox containers: %s", len(removed), removed)
+    except Exception as exc:  # the engine may be down; sandboxes report it themselves
+        log.warning("orphan sweep skipped: %s", exc)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    with ThreadPoolExecutor(max_workers=32, thread_name_prefix="activity") as executor:
-        worker = build_worker(client, settings, executor)
+    with ThreadPoolExecutor(max_workers=64, thread_name_prefix="activity") as executor:
+        worker = build_worker(client, settings, executor, activities)
         log.info("worker polling task queue %r on %s", settings.task_queue,
                  settings.resolved_temporal_address)
         async with worker:
             await stop.wait()
             log.info("worker shutting down")
+    await engine.dispose()

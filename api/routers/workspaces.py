@@ -12,6 +12,7 @@ from api.schemas.common import Pagination, pagination
 from api.schemas.config import WorkspaceConfigOut, WorkspaceConfigUpdate
 from api.schemas.workspaces import WorkspaceCreate, WorkspaceDetail, WorkspaceOut, WorkspaceUpdate
 from api.services import config as config_service
+from api.services import sandboxes as sandbox_service
 from api.services import workspaces as service
 from api.validation import ConfigRoute
 
@@ -54,8 +55,11 @@ async def update_workspace(
 
 
 @router.delete("/{workspace_id}", status_code=204, operation_id="workspaces_delete")
-async def delete_workspace(workspace_id: str, user: CurrentUser, session: SessionDep) -> Response:
+async def delete_workspace(workspace_id: str, user: CurrentUser, session: SessionDep,
+                           state: StateDep) -> Response:
     ws = await service.get_owned(session, workspace_id, user)
+    # Containers go first (through their workflows); rows cascade after.
+    await sandbox_service.delete_all_in_workspace(session, state.temporal, state.settings, ws)
     await service.delete(session, ws)
     return Response(status_code=204)
 

@@ -12,7 +12,8 @@ import pytest
 
 from api.app import create_app
 from tests.conftest import app_client, assert_error, make_settings, temporal_address
-from worker.main import build_worker
+from store.db import create_engine, session_factory
+from worker.main import build_activities, build_worker
 
 
 async def test_info(client: httpx.AsyncClient) -> None:
@@ -51,8 +52,10 @@ async def test_health_with_real_temporal_and_worker(database_url: str, tmp_path:
         data = (await c.get("/api/v1/system/health")).json()["data"]
         assert data["services"]["temporal"] == "healthy"
         assert data["services"]["worker"] == "degraded" and data["status"] == "degraded"
-        with ThreadPoolExecutor(4) as pool:
-            async with build_worker(temporal_env.client, settings, pool):
+        engine = create_engine(settings.resolved_database_url)
+        activities = build_activities(settings, session_factory(engine))
+        with ThreadPoolExecutor(64) as pool:
+            async with build_worker(temporal_env.client, settings, pool, activities):
                 r = await c.get("/api/v1/system/health")
                 data = r.json()["data"]
                 for _ in range(20):  # pollers register within a moment of the worker starting
@@ -62,6 +65,7 @@ async def test_health_with_real_temporal_and_worker(database_url: str, tmp_path:
 
                     await asyncio.sleep(0.25)
                     data = (await c.get("/api/v1/system/health")).json()["data"]
+        await engine.dispose()
         assert data["status"] == "healthy"
         assert data["services"] == {"api": "healthy", "database": "healthy", "temporal": "healthy",
                                     "worker": "healthy"}

@@ -153,8 +153,11 @@ async def test_workspace_limit_is_enforced(database_url: str, data_dir: object) 
         await _create(c, other)
 
 
-async def test_delete_cascades_to_sandboxes(client: httpx.AsyncClient, account: Account,
-                                            settings: Settings) -> None:
+async def test_delete_is_refused_whole_when_temporal_is_down(
+    client: httpx.AsyncClient, account: Account, settings: Settings
+) -> None:
+    """Containers are removed through their workflows first: with Temporal unreachable the
+    delete fails with 503 and nothing is deleted (no orphaned container, no partial write)."""
     wid = str((await _create(client, account))["workspace_id"])
     engine = create_engine(settings.resolved_database_url)
     sessions = session_factory(engine)
@@ -166,7 +169,9 @@ async def test_delete_cascades_to_sandboxes(client: httpx.AsyncClient, account: 
     listed = (await client.get(WS, headers=account.headers)).json()["data"]
     assert next(w for w in listed if w["workspace_id"] == wid)["sandbox_count"] == 1
 
-    assert (await client.delete(f"{WS}/{wid}", headers=account.headers)).status_code == 204
+    assert_error(await client.delete(f"{WS}/{wid}", headers=account.headers), 503,
+                 "SERVICE_UNAVAILABLE")
     async with sessions() as s:
-        assert (await s.scalar(select(Sandbox).where(Sandbox.id == "sb_cascade001"))) is None
+        assert (await s.scalar(select(Sandbox).where(Sandbox.id == "sb_cascade001"))) is not None
+    assert (await client.get(f"{WS}/{wid}", headers=account.headers)).status_code == 200
     await engine.dispose()

@@ -1,0 +1,100 @@
+"""The real stack in-process: Temporal dev server, a worker on a fresh task queue, the API."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+import pytest
+import pytest_asyncio
+
+from api.app import create_app
+from config.settings import Settings
+from sqlalchemy import select
+
+from store.db import create_engine, session_factory
+from store.models import Workspace
+from tests.conftest import Account, app_client, make_settings, new_account, temporal_address
+from worker.main import build_activities, build_worker
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    client: httpx.AsyncClient
+    docker: docker.DockerClient
+    temporal: Any
+
+    async def account(self) -> Account:
+        return await new_account(self.client)
+
+    async def workspace(self, acc: Account, **settings: Any) -> str:
+        r = await self.client.post("/api/v1/workspaces", headers=acc.headers,
+                                   json={"name": f"ws-{uuid.uuid4().hex[:6]}", "settings": settings})
+        assert r.status_code == 201, r.text
+        return str(r.json()["data"]["workspace_id"])
+
+    async def sandbox(self, acc: Account, wid: str, name: str | None = None, **body: Any) -> str:
+        payload = {"name": name or f"sb-{uuid.uuid4().hex[:6]}",
+                   "agent_config": {"primary_agent": {"name": "lead", "role": "Engineer"}}, **body}
+        r = await self.client.post(f"/api/v1/workspaces/{wid}/sandboxes", headers=acc.headers,
+                                   json=payload)
+        assert r.status_code == 201, r.text
+        return str(r.json()["data"]["sandbox_id"])
+
+    async def get(self, acc: Account, sid: str) -> dict[str, Any]:
+        r = await self.client.get(f"/api/v1/sandboxes/{sid}", headers=acc.headers)
+        assert r.status_code == 200, r.text
+        return dict(r.json()["data"])
+
+    async def wait_status(self, acc: Account, sid: str, status: str, timeout: float = 60) -> dict[str, Any]:
+        return await eventually(lambda: self.get(acc, sid), lambda d: d["status"] == status, timeout,
+                                f"sandbox {sid} to be {status}")
+
+
+async def eventually(fetch: Callable[[], Awaitable[Any]], done: Callable[[Any], bool],
+                     timeout: float = 30, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = await fetch()
+        if done(value):
+            return value
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}; last value: {value}")
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory,
+                temporal_env: Any) -> AsyncIterator[Stack]:
+    settings = make_settings(
+        database_url, Path(tmp_path_factory.mktemp("stack")),
+        temporal_address=temporal_address(temporal_env),
+        task_queue=f"it-{uuid.uuid4().hex[:8]}",
+        sandbox_health_interval_seconds=1.0,
+        max_sandboxes_per_workspace=50,
+    )
+    engine = create_engine(settings.resolved_database_url)
+    activities = build_activities(settings, session_factory(engine))
+    docker_client = docker.from_env()
+    with ThreadPoolExecutor(64) as pool:
+        async with build_worker(temporal_env.client, settings, pool, activities), \
+                app_client(create_app(settings)) as client:
+            yield Stack(settings, client, docker_client, temporal_env)
+    # Leave none of this run's containers behind, whatever a failed test did (containers of a
+    # platform running beside the tests belong to other workspaces and are left alone).
+    async with session_factory(engine)() as session:
+        ours = set(await session.scalars(select(Workspace.id)))
+    for c in docker_client.containers.list(all=True, filters={"label": "aintandem.managed=true"}):
+        if c.labels.get("aintandem.workspace_id") in ours:
+            c.remove(force=True)
+    docker_client.close()
+    await engine.dispose()

@@ -1,0 +1,1 @@
+"""Durable workflows. Deterministic: no I/O, time from workflow.now(), activities by name."""
