@@ -25,11 +25,12 @@ from typing import Any, ParamSpec, TypeVar
 import docker
 import docker.errors
 import requests.exceptions
-from docker.types import LogConfig
+from docker.types import LogConfig, Mount
 
 from domain.containers import (
     AGENT_RUNTIME_PATH,
     DEFAULT_SANDBOX_IMAGE,
+    LABEL_ENV_HASH,
     LABEL_MANAGED,
     LABEL_SANDBOX_ID,
     LABEL_WORKSPACE_ID,
@@ -41,8 +42,10 @@ from domain.containers import (
     ResourceUsage,
     ToolResult,
     container_name,
+    env_hash,
     pids_limit,
     sandbox_hostname,
+    workspace_volume,
 )
 
 __all__ = [
@@ -418,6 +421,7 @@ class DockerRuntime:
             LABEL_SANDBOX_ID: spec.sandbox_id,
             LABEL_WORKSPACE_ID: spec.workspace_id,
             LABEL_MANAGED: "true",
+            LABEL_ENV_HASH: env_hash(spec.env),
         }
         environment = {
             **spec.env,
@@ -444,7 +448,9 @@ class DockerRuntime:
             "security_opt": ["no-new-privileges"],
             "privileged": False,
             "log_config": self._log_config,
-            # Deliberately no volumes/binds: never the Docker socket, nothing of the host.
+            # Only the sandbox's own named volume: never the Docker socket, nothing of the host.
+            "mounts": [Mount(target=SANDBOX_WORKSPACE, source=workspace_volume(spec.sandbox_id),
+                             type="volume")],
         }
         if spec.command:
             kwargs["command"] = list(spec.command)
@@ -513,21 +519,36 @@ class DockerRuntime:
         return _state_from_attrs(container.attrs)
 
     @_translate_errors
-    def remove(self, sandbox_id: str) -> None:
+    def remove(self, sandbox_id: str, keep_workspace: bool = False) -> None:
+        """Remove the container and (unless kept) its /workspace volume; absent is success."""
         try:
             container = self._get(sandbox_id)
         except ContainerNotFound:
-            return
+            container = None
+        if container is not None:
+            try:
+                container.remove(force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                # "removal already in progress": a concurrent remove of the same name.
+                if exc.status_code != 409:
+                    raise
+            with self._cpu_lock:
+                self._cpu_prev.pop(container.id, None)
+        if not keep_workspace:
+            try:
+                self.client.volumes.get(workspace_volume(sandbox_id)).remove(force=True)
+            except docker.errors.NotFound:
+                pass
+
+    @_translate_errors
+    def created_env_hash(self, sandbox_id: str) -> str | None:
+        """The env hash label of the existing container (None when absent or unlabelled)."""
         try:
-            container.remove(force=True, v=True)
-        except docker.errors.NotFound:
-            return
-        except docker.errors.APIError as exc:
-            # "removal already in progress": a concurrent remove of the same name.
-            if exc.status_code != 409:
-                raise
-        with self._cpu_lock:
-            self._cpu_prev.pop(container.id, None)
+            return (self._get(sandbox_id).labels or {}).get(LABEL_ENV_HASH)
+        except ContainerNotFound:
+            return None
 
     @_translate_errors
     def inspect(self, sandbox_id: str) -> ContainerState:

@@ -22,7 +22,7 @@ from activities.docker_runtime import (
     DockerRuntimeError,
     ImageMissing,
 )
-from domain.containers import ContainerSpec, ContainerState, LogLine, ResourceUsage
+from domain.containers import ContainerSpec, ContainerState, LogLine, ResourceUsage, env_hash
 from domain.sandbox import StatusRecord
 from domain.timeutil import iso, utcnow
 from store import events
@@ -99,7 +99,11 @@ class SandboxActivities:
 
     @activity.defn(name="sandbox_start")
     def start(self, inp: StartInput) -> ContainerState:
-        """Create the container if missing, start it, and wait until its runtime answers."""
+        """Create the container if missing (re-create it, keeping /workspace, when its env
+        vars changed), start it, and wait until its runtime answers."""
+        created_with = self._docker.created_env_hash(inp.spec.sandbox_id)
+        if created_with is not None and created_with != env_hash(inp.spec.env):
+            self._docker.remove(inp.spec.sandbox_id, keep_workspace=True)
         _docker_call(self._docker.ensure_container, inp.spec)
         _docker_call(self._docker.start, inp.spec.sandbox_id)
         deadline = time.monotonic() + inp.ready_timeout_seconds

@@ -45,6 +45,13 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return run_up(get_settings(), with_docker=not args.no_docker)
 
 
+def _cmd_image_build(_: argparse.Namespace) -> int:
+    from cli.up import ensure_docker
+
+    ensure_docker()
+    return 0
+
+
 def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -61,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("api", help="run the API server alone").set_defaults(func=_cmd_api)
     sub.add_parser("worker", help="run a Temporal worker alone").set_defaults(func=_cmd_worker)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_cmd_migrate)
+    image = sub.add_parser("image", help="the sandbox image").add_subparsers(dest="image_cmd",
+                                                                           required=True)
+    image.add_parser("build", help="install/start the Docker engine if needed and build the "
+                     "sandbox image locally (idempotent)").set_defaults(func=_cmd_image_build)
     return parser
 
 

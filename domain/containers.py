@@ -14,6 +14,9 @@ CONTAINER_NAME_PREFIX = "aintandem-"
 LABEL_SANDBOX_ID = "aintandem.sandbox_id"
 LABEL_WORKSPACE_ID = "aintandem.workspace_id"
 LABEL_MANAGED = "aintandem.managed"
+# Hash of the user's environment variables the container was created with: docker cannot
+# change a container's env, so a start with different variables recreates the container.
+LABEL_ENV_HASH = "aintandem.env_hash"
 
 DEFAULT_SANDBOX_IMAGE = "aintandem/sandbox:latest"
 # Path of the agent runtime inside the sandbox image (sandbox_image/Dockerfile).
@@ -27,6 +30,18 @@ RUNTIME_PIDS_OVERHEAD = 3
 
 def container_name(sandbox_id: str) -> str:
     return f"{CONTAINER_NAME_PREFIX}{sandbox_id}"
+
+
+def workspace_volume(sandbox_id: str) -> str:
+    """The named volume holding a sandbox's /workspace: it outlives container re-creation."""
+    return f"{CONTAINER_NAME_PREFIX}{sandbox_id}-workspace"
+
+
+def env_hash(env: dict[str, str]) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(env, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def sandbox_hostname(name: str, fallback: str = "sandbox") -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -70,13 +71,11 @@ class SandboxWorkflow:
                 await self._bring_up(S.PROVISIONING)
         ticks = 0
         while True:
-            try:
+            with contextlib.suppress(TimeoutError):  # the timeout is the health tick
                 await workflow.wait_condition(
                     lambda: bool(self._ops) or self._deleted,
                     timeout=timedelta(seconds=inp.health_interval_seconds),
                 )
-            except asyncio.TimeoutError:
-                pass
             if self._deleted:
                 return "deleted"
             if self._ops:

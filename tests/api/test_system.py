@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from api.app import create_app
-from tests.conftest import app_client, assert_error, make_settings, temporal_address
 from store.db import create_engine, session_factory
+from tests.conftest import app_client, assert_error, make_settings, temporal_address
 from worker.main import build_activities, build_worker
 
 

@@ -15,11 +15,10 @@ import docker
 import httpx
 import pytest
 import pytest_asyncio
+from sqlalchemy import select
 
 from api.app import create_app
 from config.settings import Settings
-from sqlalchemy import select
-
 from store.db import create_engine, session_factory
 from store.models import Workspace
 from tests.conftest import Account, app_client, make_settings, new_account, temporal_address
