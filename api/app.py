@@ -15,7 +15,7 @@ from api.deps import AppState
 from api.envelope import ErrorEnvelope
 from api.middleware import RequestContextMiddleware
 from api.ratelimit import RateLimiter
-from api.routers import auth, sandboxes, system, workspaces
+from api.routers import auth, monitoring, sandboxes, system, workspaces
 from api.security import TokenService
 from api.temporal import TemporalGateway
 from config.settings import API_PREFIX, VERSION, Settings, get_settings
@@ -62,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     for router in (auth.router, workspaces.router, workspaces.config_router, sandboxes.router,
-                   sandboxes.config_router, system.router):
+                   sandboxes.config_router, monitoring.router, system.router):
         app.include_router(router, prefix=API_PREFIX)
 
     @app.get("/metrics", include_in_schema=False)

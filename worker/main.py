@@ -65,6 +65,22 @@ def build_worker(
     )
 
 
+async def refresh_gauges(sessions: async_sessionmaker[AsyncSession], every: float = 15.0) -> None:
+    """Keep the status gauges in step with the read model (every worker reports the same)."""
+    from store.repositories.metrics import sandboxes_by_status
+
+    while True:
+        try:
+            async with sessions() as session:
+                counts = await sandboxes_by_status(session)
+            metrics.SANDBOXES.clear()
+            for status, n in counts.items():
+                metrics.SANDBOXES.labels(status).set(n)
+        except Exception as exc:  # a database blip must not kill the worker
+            log.warning("gauge refresh failed: %s", exc)
+        await asyncio.sleep(every)
+
+
 async def run(settings: Settings) -> None:
     sdk_port = metrics.free_port()
     runtime = Runtime(
@@ -89,7 +105,9 @@ async def run(settings: Settings) -> None:
         worker = build_worker(client, settings, executor, activities)
         log.info("worker polling task queue %r on %s", settings.task_queue,
                  settings.resolved_temporal_address)
+        gauges = asyncio.create_task(refresh_gauges(session_factory(engine)))
         async with worker:
             await stop.wait()
             log.info("worker shutting down")
+        gauges.cancel()
     await engine.dispose()

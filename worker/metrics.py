@@ -11,12 +11,15 @@ import socket
 import urllib.request
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY, start_http_server
+from prometheus_client import REGISTRY, Gauge, start_http_server
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 log = logging.getLogger("aintandem.worker")
+
+SANDBOXES = Gauge("aintandem_sandbox_sandboxes", "Sandboxes by lifecycle status (read model)",
+                  ["status"])
 
 
 def free_port() -> int:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from worker.metrics import free_port
 
@@ -39,6 +40,11 @@ def _alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat")
     return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def _families(text: str) -> set[str]:
+    """Metric family names, parsed with the Prometheus text parser (fails on bad exposition)."""
+    return {family.name for family in text_string_to_metric_families(text)}
 
 
 class Stack:
@@ -106,7 +112,12 @@ def test_up_serves_the_api_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
                 health = c.get("/system/health").json()
             assert health["data"]["services"]["temporal"] == "healthy", health
             assert health["data"]["services"]["worker"] == "healthy", health
-            assert "aintandem_api_http_requests_total" in httpx.get(f"{stack.base}/metrics").text
+            api_metrics = _families(httpx.get(f"{stack.base}/metrics").text)
+            assert "aintandem_api_http_requests" in api_metrics
+            worker_url = f"http://127.0.0.1:{stack.env['AINTANDEM_WORKER_METRICS_PORT']}/metrics"
+            worker_metrics = _families(httpx.get(worker_url).text)
+            assert "aintandem_sandbox_sandboxes" in worker_metrics
+            assert any(name.startswith("temporal_") for name in worker_metrics), worker_metrics
     finally:
         code = stack.stop()
     assert code == 0, stack.log.read_text()

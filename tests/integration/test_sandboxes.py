@@ -224,3 +224,36 @@ async def test_create_rejects_bad_input_without_side_effects(stack: Stack, body:
     assert_error(r, 422, "VALIDATION_ERROR")
     listed = (await stack.client.get(f"/api/v1/workspaces/{wid}/sandboxes", headers=acc.headers)).json()
     assert listed["meta"]["total"] == 0
+
+
+async def test_aggregate_metrics_over_real_samples(stack: Stack) -> None:
+    acc = await stack.account()
+    wid = await stack.workspace(acc)
+    sids = [await stack.sandbox(acc, wid, name=n) for n in ("agg-a", "agg-b")]
+    for sid in sids:
+        await stack.wait_status(acc, sid, "running")
+
+    async def fetch() -> dict[str, Any]:
+        r = await stack.client.get(f"/api/v1/workspaces/{wid}/metrics/aggregate", headers=acc.headers,
+                                   params={"granularity": "minute"})
+        assert r.status_code == 200, r.text
+        return dict(r.json()["data"])
+
+    data = await eventually(fetch, lambda d: len(d["by_sandbox"]) == 2 and all(
+        sum(p["samples"] for p in s["series"]) >= 2 for s in d["by_sandbox"]), 30, "samples of both")
+    assert data["summary"]["total_sandboxes"] == 2 and data["summary"]["active_sandboxes"] == 2
+    assert data["summary"]["avg_memory_usage"] > 0
+    assert data["period"]["granularity"] == "minute" and data["period"]["start"].endswith("Z")
+    names = {s["name"] for s in data["by_sandbox"]}
+    assert names == {"agg-a", "agg-b"}
+    point = data["by_sandbox"][0]["series"][-1]
+    assert point["timestamp"].endswith(":00Z") and point["avg_memory_mb"] > 0
+    day = (await stack.client.get(f"/api/v1/workspaces/{wid}/metrics/aggregate", headers=acc.headers,
+                                  params={"granularity": "day"})).json()["data"]
+    assert all(len(s["series"]) == 1 and s["series"][0]["timestamp"].endswith("T00:00:00Z")
+               for s in day["by_sandbox"])
+    for params in ({"granularity": "week"}, {"since": "not-a-date"}, {"since": "2999-01-01T00:00:00Z"}):
+        assert_error(await stack.client.get(f"/api/v1/workspaces/{wid}/metrics/aggregate",
+                                            headers=acc.headers, params=params), 422, "VALIDATION_ERROR")
+    for sid in sids:
+        await stack.client.delete(f"/api/v1/sandboxes/{sid}", headers=acc.headers)
