@@ -31,6 +31,7 @@ from domain.containers import (
     AGENT_RUNTIME_PATH,
     DEFAULT_SANDBOX_IMAGE,
     LABEL_ENV_HASH,
+    LABEL_INSTALLATION,
     LABEL_MANAGED,
     LABEL_SANDBOX_ID,
     LABEL_WORKSPACE_ID,
@@ -307,6 +308,24 @@ class _CgroupReader:
         return rx, tx
 
 
+def _workspace_bytes(attrs: dict[str, Any], max_files: int = 100_000) -> int:
+    """Size of the /workspace volume, read from its host directory when this process can see
+    it (a worker on the engine's host); 0 otherwise. Bounded so a huge tree cannot stall it."""
+    source = next((m.get("Source") for m in attrs.get("Mounts") or []
+                   if m.get("Destination") == SANDBOX_WORKSPACE), None)
+    if not source or not os.path.isdir(source):
+        return 0
+    total = seen = 0
+    for root, _dirs, files in os.walk(source):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+            seen += 1
+            if seen >= max_files:
+                return total
+    return total
+
+
 def _host_memory_bytes() -> int | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -382,8 +401,10 @@ class DockerRuntime:
         *,
         log_max_size: str = "10m",
         log_max_files: int = 3,
+        installation: str = "",
     ) -> None:
         self._client = client
+        self.installation = installation
         self._client_lock = threading.Lock()
         self.image = image
         self._log_config = LogConfig(
@@ -423,6 +444,8 @@ class DockerRuntime:
             LABEL_MANAGED: "true",
             LABEL_ENV_HASH: env_hash(spec.env),
         }
+        if self.installation:
+            labels[LABEL_INSTALLATION] = self.installation
         environment = {
             **spec.env,
             "AINTANDEM_SANDBOX_ID": spec.sandbox_id,
@@ -581,8 +604,12 @@ class DockerRuntime:
 
     @_translate_errors
     def find_managed_containers(self) -> list[ManagedContainer]:
-        """Every container this platform created (for orphan cleanup)."""
-        rows = self.client.api.containers(all=True, filters={"label": f"{LABEL_MANAGED}=true"})
+        """Every container this installation created (for orphan cleanup). Other installations
+        sharing the engine (a second database, a test run) label theirs differently."""
+        wanted = [f"{LABEL_MANAGED}=true"]
+        if self.installation:
+            wanted.append(f"{LABEL_INSTALLATION}={self.installation}")
+        rows = self.client.api.containers(all=True, filters={"label": wanted})
         found = []
         for row in rows:
             labels = row.get("Labels") or {}
@@ -612,7 +639,8 @@ class DockerRuntime:
         host_config = attrs.get("HostConfig") or {}
         configured_limit = int(host_config.get("Memory") or 0)
         # Writable layer (the workspace lives in it); the engine walks the upper dir for it.
-        disk_mb = round(int(attrs.get("SizeRw") or 0) / _MIB, 2)
+        disk_bytes = int(attrs.get("SizeRw") or 0) + _workspace_bytes(attrs)
+        disk_mb = round(disk_bytes / _MIB, 2)
         now = datetime.now(UTC)
         state = attrs.get("State") or {}
         pid = int(state.get("Pid") or 0)

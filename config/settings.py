@@ -62,6 +62,16 @@ class Settings(BaseSettings):
     # How often each sandbox's workflow checks health and samples metrics and logs.
     sandbox_health_interval_seconds: float = 10.0
 
+    # WebSocket streams (/ws/...) and the event fan-out behind them.
+    websocket_queue_size: int = 1000  # frames buffered per connection; beyond: dropped (1013)
+    websocket_auth_timeout_seconds: float = 5.0  # for the first-message {"action": "auth"}
+    websocket_ping_interval_seconds: float = 20.0
+    websocket_session_check_seconds: float = 30.0  # how soon a logout closes open streams
+    events_poll_interval_seconds: float = 0.15
+    # PostgreSQL assigns ids before commit: how long a missing id may hold later events back.
+    events_gap_timeout_seconds: float = 2.0
+    events_notify_channel: str = "aintandem_events"
+
     @field_validator("admin_emails", mode="before")
     @classmethod
     def _split_emails(cls, value: object) -> object:
@@ -72,6 +82,13 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'aintandem.db'}"
+
+    @property
+    def installation_id(self) -> str:
+        """Stable per database: API and workers of one installation agree on it."""
+        import hashlib
+
+        return hashlib.sha256(self.resolved_database_url.encode()).hexdigest()[:12]
 
     @property
     def resolved_temporal_address(self) -> str:

@@ -14,6 +14,8 @@ CONTAINER_NAME_PREFIX = "aintandem-"
 LABEL_SANDBOX_ID = "aintandem.sandbox_id"
 LABEL_WORKSPACE_ID = "aintandem.workspace_id"
 LABEL_MANAGED = "aintandem.managed"
+# Which installation (database) owns the container, so one never sweeps another's containers.
+LABEL_INSTALLATION = "aintandem.installation"
 # Hash of the user's environment variables the container was created with: docker cannot
 # change a container's env, so a start with different variables recreates the container.
 LABEL_ENV_HASH = "aintandem.env_hash"

@@ -68,6 +68,8 @@ class SandboxWorkflowInput:
     environment: dict[str, str] = field(default_factory=dict)
     health_interval_seconds: float = 10.0
     max_consecutive_failures: int = 3
+    # Health ticks per run before continue-as-new keeps the history small (≈ 10 events a tick).
+    ticks_per_run: int = 300
     state: SandboxState = field(default_factory=SandboxState)
 
 

@@ -42,7 +42,7 @@ async def connect(settings: Settings, runtime: Runtime | None = None, wait: floa
 def build_activities(
     settings: Settings, sessions: async_sessionmaker[AsyncSession]
 ) -> tuple[StoreActivities, SandboxActivities]:
-    runtime = DockerRuntime(image=settings.sandbox_image)
+    runtime = DockerRuntime(image=settings.sandbox_image, installation=settings.installation_id)
     return StoreActivities(sessions), SandboxActivities(runtime, sessions)
 
 

@@ -34,5 +34,3 @@ STOP_TIMEOUT = timedelta(seconds=60)
 DOCKER_TIMEOUT = timedelta(seconds=30)
 OBSERVE_TIMEOUT = timedelta(seconds=20)
 STORE_TIMEOUT = timedelta(seconds=15)
-# Ticks per run before continue-as-new keeps the history small (≈ 10 events per tick).
-TICKS_PER_RUN = 300

@@ -87,7 +87,7 @@ class SandboxWorkflow:
                 async with self._docker_lock:
                     await self._health_tick()
             ticks += 1
-            if (ticks >= p.TICKS_PER_RUN or workflow.info().is_continue_as_new_suggested()) \
+            if (ticks >= inp.ticks_per_run or workflow.info().is_continue_as_new_suggested()) \
                     and not self._ops and not self._deleting:
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(replace(inp, state=self._state))

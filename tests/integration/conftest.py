@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 import httpx
 import pytest
 import pytest_asyncio
@@ -92,8 +94,9 @@ async def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory,
     # platform running beside the tests belong to other workspaces and are left alone).
     async with session_factory(engine)() as session:
         ours = set(await session.scalars(select(Workspace.id)))
-    for c in docker_client.containers.list(all=True, filters={"label": "aintandem.managed=true"}):
-        if c.labels.get("aintandem.workspace_id") in ours:
-            c.remove(force=True)
+    for c in docker_client.api.containers(all=True, filters={"label": "aintandem.managed=true"}):
+        if (c.get("Labels") or {}).get("aintandem.workspace_id") in ours:
+            with contextlib.suppress(docker.errors.NotFound):
+                docker_client.api.remove_container(c["Id"], force=True, v=True)
     docker_client.close()
     await engine.dispose()

@@ -29,6 +29,7 @@ from domain.containers import (
     RUNTIME_PIDS_OVERHEAD,
     ContainerSpec,
     container_name,
+    workspace_volume,
 )
 
 pytestmark = pytest.mark.docker
@@ -125,7 +126,9 @@ def test_lifecycle_is_idempotent_and_applies_limits(
     assert host["Init"] is True
     assert host["Privileged"] is False
     assert not host.get("Binds")
-    assert attrs["Mounts"] == []
+    # Only the sandbox's own named volume at /workspace: nothing of the host.
+    assert [(m["Type"], m["Destination"]) for m in attrs["Mounts"]] == [("volume", "/workspace")]
+    assert attrs["Mounts"][0]["Name"] == workspace_volume(attrs["Config"]["Labels"]["aintandem.sandbox_id"])
     assert "docker.sock" not in str(attrs)
     config = attrs["Config"]
     assert config["Hostname"] == "test-sandbox-1"

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from activities.sandbox import Observation, SandboxActivities, StartInput
 from api.app import create_app
 from domain.containers import ContainerSpec, ContainerState, container_name
 from domain.ids import sandbox_workflow_id
-from domain.sandbox import SandboxResources, SandboxWorkflowInput, StatusRecord
+from domain.sandbox import LifecycleResult, SandboxResources, SandboxWorkflowInput, StatusRecord
 from store.db import create_engine, session_factory
 from store.models import Event, Sandbox
 from tests.conftest import app_client, make_settings, new_account, temporal_address
@@ -67,7 +67,7 @@ async def test_worker_killed_mid_provision_reaches_running_exactly_once(
             sid = r.json()["data"]["sandbox_id"]
             # Kill the worker the moment the container exists: provisioning is mid-flight.
             deadline = time.monotonic() + 60
-            while not dk.containers.list(all=True, filters={"name": container_name(sid)}):
+            while not dk.api.containers(all=True, filters={"name": container_name(sid)}):
                 assert time.monotonic() < deadline, (tmp_path / "worker1.log").read_text()
                 await asyncio.sleep(0.01)
             first.send_signal(signal.SIGKILL)
@@ -82,10 +82,11 @@ async def test_worker_killed_mid_provision_reaches_running_exactly_once(
                 return (await client.get(f"/api/v1/sandboxes/{sid}", headers=acc.headers)).json()["data"]
 
             await eventually(fetch, lambda d: d["status"] == "running", 90, "running after the crash")
-            containers = dk.containers.list(all=True, filters={"label": f"aintandem.sandbox_id={sid}"})
-            assert len(containers) == 1 and containers[0].status == "running"
-            assert containers[0].attrs["RestartCount"] == 0
-            starts = list(dk.events(since=since, until=datetime.now(UTC), decode=True,
+            containers = dk.api.containers(all=True, filters={"label": f"aintandem.sandbox_id={sid}"})
+            assert len(containers) == 1 and containers[0]["State"] == "running"
+            assert dk.api.inspect_container(containers[0]["Id"])["RestartCount"] == 0
+            starts = list(dk.events(since=since, until=datetime.now(UTC) + timedelta(seconds=2),
+                                    decode=True,
                                     filters={"container": container_name(sid), "event": "start"}))
             assert len(starts) == 1, starts
             # The read model recorded a single transition to running.
@@ -207,3 +208,81 @@ async def test_repeated_oom_kills_end_in_error_with_the_reason(temporal_env: Any
     assert calls["start"] == 3  # provisioning + two restarts
     assert [s for s, _ in statuses].count("restarting") == 2
     assert statuses[-1][0] == "error"
+
+
+async def test_continue_as_new_keeps_the_lifecycle_state(temporal_env: Any) -> None:
+    statuses: list[StatusRecord] = []
+
+    @activity.defn(name="sandbox_start")
+    async def fake_start(_: StartInput) -> ContainerState:
+        return ContainerState(exists=True, status="running", running=True)
+
+    @activity.defn(name="sandbox_stop")
+    async def fake_stop(_: Any) -> ContainerState:
+        return ContainerState(exists=True, status="exited")
+
+    @activity.defn(name="sandbox_observe")
+    async def fake_observe(_: Any) -> Observation:
+        return Observation(state=ContainerState(exists=True, status="running", running=True),
+                           healthy=True)
+
+    @activity.defn(name="sandbox_record_status")
+    async def fake_record_status(rec: StatusRecord) -> bool:
+        statuses.append(rec)
+        return True
+
+    @activity.defn(name="sandbox_record_observation")
+    async def fake_record_observation(_: Any) -> None:
+        return None
+
+    queue = f"can-{uuid.uuid4().hex[:8]}"
+    inp = SandboxWorkflowInput(sandbox_id="sb_canxcanx01", workspace_id="ws_canxcanx01", name="c",
+                               image="unused", health_interval_seconds=0.05, ticks_per_run=5)
+    async with Worker(temporal_env.client, task_queue=queue, workflows=[SandboxWorkflow],
+                      activities=[fake_start, fake_stop, fake_observe, fake_record_status,
+                                  fake_record_observation]):
+        handle = await temporal_env.client.start_workflow(
+            SandboxWorkflow.run, inp, id=f"sandbox-test-{uuid.uuid4().hex}", task_queue=queue)
+        first_run = (await handle.describe()).run_id
+        await eventually(handle.describe, lambda d: d.run_id != first_run, 30, "a continue-as-new")
+        state = await handle.query(SandboxWorkflow.state)
+        assert state["status"] == "running" and state["version"] == 1
+        # Updates keep working on the new run, and versions keep increasing.
+        result = await handle.execute_update("stop", result_type=LifecycleResult)
+        assert result.status == "stopping" and result.version == 2
+        await eventually(lambda: handle.query(SandboxWorkflow.state),
+                         lambda s: s["status"] == "stopped", 30, "stopped")
+        await handle.terminate()
+    assert [r.version for r in statuses] == sorted(r.version for r in statuses)
+
+
+async def test_orphaned_containers_are_removed_at_worker_start(stack: Stack) -> None:
+    orphan, foreign = "sb_orphan0001", "sb_foreign001"
+    ours = stack.settings.installation_id
+    c = stack.docker.containers.create(stack.settings.sandbox_image, name=container_name(orphan),
+                                       labels={"aintandem.managed": "true",
+                                               "aintandem.installation": ours,
+                                               "aintandem.sandbox_id": orphan,
+                                               "aintandem.workspace_id": "ws_orphan0001"})
+    # Another installation's container on the same engine is none of our business.
+    other = stack.docker.containers.create(stack.settings.sandbox_image, name=container_name(foreign),
+                                           labels={"aintandem.managed": "true",
+                                                   "aintandem.installation": "someone-else",
+                                                   "aintandem.sandbox_id": foreign,
+                                                   "aintandem.workspace_id": "ws_foreign001"})
+    acc = await stack.account()
+    wid = await stack.workspace(acc)
+    kept = await stack.sandbox(acc, wid)
+    await stack.wait_status(acc, kept, "running")
+    engine = create_engine(stack.settings.resolved_database_url)
+    acts = SandboxActivities(DockerRuntime(image=stack.settings.sandbox_image, installation=ours),
+                             session_factory(engine))
+    try:
+        removed = await acts.remove_orphans()
+    finally:
+        await engine.dispose()
+        other.reload()
+        other.remove(force=True)
+    assert orphan in removed and kept not in removed and foreign not in removed
+    assert not stack.docker.api.containers(all=True, filters={"id": c.id})
+    assert stack.docker.containers.get(container_name(kept)).status == "running"

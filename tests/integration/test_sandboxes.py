@@ -101,7 +101,7 @@ async def test_full_lifecycle_with_real_limits(stack: Stack) -> None:
     # Delete removes the container, then the sandbox.
     r = await stack.client.delete(f"/api/v1/sandboxes/{sid}", headers=acc.headers)
     assert r.status_code == 204
-    assert not stack.docker.containers.list(all=True, filters={"name": container_name(sid)})
+    assert not stack.docker.api.containers(all=True, filters={"name": container_name(sid)})
     assert_error(await stack.client.get(f"/api/v1/sandboxes/{sid}", headers=acc.headers), 404,
                  "RESOURCE_NOT_FOUND")
 
@@ -171,7 +171,7 @@ async def test_quota_names_listing_and_ownership(stack: Stack) -> None:
     # Deleting the workspace removes its containers.
     assert (await stack.client.delete(f"/api/v1/workspaces/{wid}", headers=acc.headers)).status_code == 204
     for sid in (a, b):
-        assert not stack.docker.containers.list(all=True, filters={"name": container_name(sid)})
+        assert not stack.docker.api.containers(all=True, filters={"name": container_name(sid)})
 
 
 async def test_crashed_container_is_restarted(stack: Stack) -> None:
