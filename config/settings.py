@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     websocket_max_connections_per_user: int = 10
 
     sandbox_image: str = "aintandem/sandbox:latest"
+    # How long a message waits for its target sandbox to run before it fails.
+    message_max_wait_seconds: float = 300.0
     # How often each sandbox's workflow checks health and samples metrics and logs.
     sandbox_health_interval_seconds: float = 10.0
 

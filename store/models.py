@@ -166,3 +166,51 @@ class Event(Base):
     channel: Mapped[str] = mapped_column(String(32))
     event: Mapped[str] = mapped_column(String(64))
     data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class Message(Base):
+    """One agent-to-agent message; its status is the delivery's read model."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_to_created", "to_sandbox_id", "created_at"),
+        Index("ix_messages_from_created", "from_sandbox_id", "created_at"),
+        Index("ix_messages_workspace_created", "workspace_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    # Sandboxes may be deleted later; their messages stay readable from the other side.
+    from_sandbox_id: Mapped[str | None] = mapped_column(String(32))
+    from_agent: Mapped[str | None] = mapped_column(String(100))
+    to_sandbox_id: Mapped[str] = mapped_column(String(32))
+    to_agent: Mapped[str | None] = mapped_column(String(100))
+    message_type: Mapped[str] = mapped_column(String(16))
+    content: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    priority: Mapped[int] = mapped_column(Integer, default=5)
+    requires_response: Mapped[bool] = mapped_column(default=False)
+    timeout_seconds: Mapped[int] = mapped_column(Integer, default=30)
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    correlation_id: Mapped[str | None] = mapped_column(String(64))
+    broadcast_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    response_message_id: Mapped[str | None] = mapped_column(String(32))
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = _ts(default=True)
+    delivered_at: Mapped[datetime | None] = _ts(nullable=True)
+    responded_at: Mapped[datetime | None] = _ts(nullable=True)
+    failed_at: Mapped[datetime | None] = _ts(nullable=True)
+
+
+class IdempotencyKey(Base):
+    """The first answer to a POST sent with an Idempotency-Key, replayed for retries."""
+
+    __tablename__ = "idempotency_keys"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    route: Mapped[str] = mapped_column(String(255))
+    status_code: Mapped[int] = mapped_column(Integer)
+    body: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = _ts(default=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -13,12 +14,14 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.docker_runtime import DockerRuntime
+from activities.messaging import MessagingActivities
 from activities.sandbox import SandboxActivities
 from activities.store import StoreActivities
 from config.settings import Settings
 from store.db import create_engine, session_factory
 from worker import metrics
 from worker.search_attributes import ensure_search_attributes
+from workflows.inbox import InboxWorkflow
 from workflows.sandbox import SandboxWorkflow
 
 log = logging.getLogger("aintandem.worker")
@@ -39,26 +42,32 @@ async def connect(settings: Settings, runtime: Runtime | None = None, wait: floa
             await asyncio.sleep(0.5)
 
 
-def build_activities(
-    settings: Settings, sessions: async_sessionmaker[AsyncSession]
-) -> tuple[StoreActivities, SandboxActivities]:
+@dataclass(frozen=True)
+class ActivitySet:
+    store: StoreActivities
+    sandbox: SandboxActivities
+    messaging: MessagingActivities
+
+
+def build_activities(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> ActivitySet:
     runtime = DockerRuntime(image=settings.sandbox_image, installation=settings.installation_id)
-    return StoreActivities(sessions), SandboxActivities(runtime, sessions)
+    return ActivitySet(StoreActivities(sessions), SandboxActivities(runtime, sessions),
+                       MessagingActivities(sessions))
 
 
 def build_worker(
-    client: Client, settings: Settings, executor: ThreadPoolExecutor,
-    activities: tuple[StoreActivities, SandboxActivities],
+    client: Client, settings: Settings, executor: ThreadPoolExecutor, acts: ActivitySet
 ) -> Worker:
-    store, sandbox = activities
+    sandbox, messaging = acts.sandbox, acts.messaging
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[SandboxWorkflow],
+        workflows=[SandboxWorkflow, InboxWorkflow],
         activities=[
-            store.append_event,
+            acts.store.append_event,
             sandbox.start, sandbox.stop, sandbox.remove, sandbox.update_resources,
             sandbox.observe, sandbox.record_status, sandbox.record_observation,
+            messaging.target_status, messaging.deliver, messaging.fail,
         ],
         activity_executor=executor,
         max_concurrent_activities=64,
@@ -92,7 +101,7 @@ async def run(settings: Settings) -> None:
     engine = create_engine(settings.resolved_database_url)
     activities = build_activities(settings, session_factory(engine))
     try:
-        removed = await activities[1].remove_orphans()
+        removed = await activities.sandbox.remove_orphans()
         if removed:
             log.info("removed %d orphaned sandbox containers: %s", len(removed), removed)
     except Exception as exc:  # the engine may be down; sandboxes report it themselves

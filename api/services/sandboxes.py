@@ -57,6 +57,7 @@ from domain.sandbox import (
 )
 from domain.timeutil import as_utc, iso, utcnow
 from store.models import Sandbox, User, Workspace
+from store.repositories import messages as message_repo
 from store.repositories import sandboxes as repo
 
 WORKFLOW = "Sandbox"
@@ -110,12 +111,13 @@ def uptime_seconds(sb: Sandbox) -> int:
 async def detail(session: AsyncSession, settings: Settings, sb: Sandbox) -> SandboxDetail:
     sample = await repo.latest_sample(session, sb.id)
     running = sb.status == "running"
+    counts = await message_repo.counters(session, sb.id)
     return SandboxDetail(
         **to_out(sb).model_dump(),
         metrics=SandboxMetricsSummary(
             cpu_usage_percent=round(sample.cpu_percent, 2) if sample and running else None,
             memory_usage_mb=round(sample.memory_mb, 1) if sample and running else None,
-            message_count=0,  # no messaging yet: the messaging capability counts deliveries here
+            message_count=int(counts["messages_sent"] or 0) + int(counts["messages_received"] or 0),
             uptime_seconds=uptime_seconds(sb),
         ),
         connection_details=connection_details(settings, sb.id),
@@ -198,6 +200,7 @@ async def metrics(session: AsyncSession, sb: Sandbox) -> dict[str, Any]:
         "sandbox_id": sb.id,
         "timestamp": iso(sample.sampled_at) if sample else None,
         "resources": resources,
+        "messaging": await message_repo.counters(session, sb.id),
         "health": {"status": to_out(sb).health.status, "uptime_seconds": uptime_seconds(sb),
                    "restart_count": sb.restart_count},
     }
@@ -272,7 +275,7 @@ async def create(
         raise AlreadyExists("A sandbox with this name already exists in the workspace",
                             {"field": "name"})
     _check_mcp(ws, body.mcp_servers)
-    client = await _client(temporal)
+    client = await temporal_client(temporal)
     sb = Sandbox(
         id=new_id(Prefix.SANDBOX), workspace_id=ws.id, name=body.name, status="provisioning",
         agent_config=body.agent_config.model_dump(mode="json", exclude_none=True),
@@ -295,7 +298,7 @@ async def create(
     )
 
 
-async def _client(temporal: TemporalGateway) -> Client:
+async def temporal_client(temporal: TemporalGateway) -> Client:
     try:
         return await temporal.client()
     except Exception as exc:
@@ -306,7 +309,7 @@ async def _update(
     temporal: TemporalGateway, settings: Settings, sb: Sandbox, name: str, arg: Any = None
 ) -> LifecycleResult:
     """Send a workflow update; re-create a lost lifecycle workflow from the read model once."""
-    client = await _client(temporal)
+    client = await temporal_client(temporal)
     handle = client.get_workflow_handle(sandbox_workflow_id(sb.id))
     args = [] if arg is None else [arg]
     for attempt in range(2):

@@ -82,6 +82,7 @@ async def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory,
         task_queue=f"it-{uuid.uuid4().hex[:8]}",
         sandbox_health_interval_seconds=1.0,
         max_sandboxes_per_workspace=50,
+        message_max_wait_seconds=8.0,
     )
     engine = create_engine(settings.resolved_database_url)
     activities = build_activities(settings, session_factory(engine))

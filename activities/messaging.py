@@ -1,0 +1,91 @@
+"""Message delivery activities: state changes of messages in the read model, exactly once.
+
+Every change is guarded by the current status (`queued` → `delivered`), so a retried activity
+or a re-sent signal never delivers a message twice nor appends its events twice.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+
+from domain.messages import DeliveryBatch, DeliveryOutcome, FailBatch, MessageStatus
+from domain.timeutil import iso, utcnow
+from store import events
+from store.models import Message, Sandbox
+
+
+def message_event_data(m: Message) -> dict[str, object]:
+    return {"message_id": m.id, "from_sandbox": m.from_sandbox_id, "from_agent": m.from_agent,
+            "to_sandbox": m.to_sandbox_id, "to_agent": m.to_agent, "message_type": m.message_type,
+            "priority": m.priority, "content": m.content, "status": m.status,
+            "correlation_id": m.correlation_id}
+
+
+class MessagingActivities:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    @activity.defn(name="inbox_target_status")
+    async def target_status(self, sandbox_id: str) -> str | None:
+        """The target sandbox's lifecycle status, or None when it no longer exists."""
+        async with self._sessions() as session:
+            return await session.scalar(select(Sandbox.status).where(Sandbox.id == sandbox_id))
+
+    @activity.defn(name="inbox_deliver")
+    async def deliver(self, batch: DeliveryBatch) -> DeliveryOutcome:
+        """Mark queued messages delivered and publish `message_received` to the recipient."""
+        async with self._sessions() as session:
+            rows = list(await session.scalars(
+                select(Message).where(Message.id.in_(batch.message_ids),
+                                      Message.to_sandbox_id == batch.sandbox_id,
+                                      Message.status == MessageStatus.QUEUED)
+                .with_for_update()
+            ))
+            # The inbox sends the batch in priority order; deliver (and publish) in that order.
+            order = {mid: i for i, mid in enumerate(batch.message_ids)}
+            rows.sort(key=lambda m: order[m.id])
+            now = utcnow()
+            delivered = []
+            for m in rows:
+                result = await session.execute(
+                    update(Message).where(Message.id == m.id,
+                                          Message.status == MessageStatus.QUEUED)
+                    .values(status=MessageStatus.DELIVERED, delivered_at=now)
+                )
+                if not getattr(result, "rowcount", 0):
+                    continue
+                m.status, m.delivered_at = MessageStatus.DELIVERED, now
+                delivered.append(m.id)
+                data = {**message_event_data(m), "delivered_at": iso(now)}
+                events.append(session, channel="messages", event="message_received", data=data,
+                              workspace_id=m.workspace_id, sandbox_id=m.to_sandbox_id)
+                if m.from_sandbox_id:
+                    events.append(session, channel="messages", event="message_delivered",
+                                  data=data, workspace_id=m.workspace_id,
+                                  sandbox_id=m.from_sandbox_id)
+            await session.commit()
+        skipped = [mid for mid in batch.message_ids if mid not in delivered]
+        return DeliveryOutcome(delivered=delivered, skipped=skipped)
+
+    @activity.defn(name="inbox_fail")
+    async def fail(self, batch: FailBatch) -> list[str]:
+        """Fail still-queued messages with the reason (MESSAGE_DELIVERY_FAILED)."""
+        async with self._sessions() as session:
+            rows = list(await session.scalars(
+                select(Message).where(Message.id.in_(batch.message_ids),
+                                      Message.status == MessageStatus.QUEUED)
+            ))
+            now = utcnow()
+            failed = []
+            for m in rows:
+                m.status, m.status_reason, m.failed_at = MessageStatus.FAILED, batch.reason, now
+                failed.append(m.id)
+                data = {**message_event_data(m), "error_code": "MESSAGE_DELIVERY_FAILED",
+                        "reason": batch.reason}
+                for sid in {m.to_sandbox_id, m.from_sandbox_id} - {None}:
+                    events.append(session, channel="messages", event="message_failed", data=data,
+                                  workspace_id=m.workspace_id, sandbox_id=sid)
+            await session.commit()
+            return failed

@@ -1,0 +1,256 @@
+"""Messages: accept durably (row + signal-with-start of the target's inbox) before the 202."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import Client
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+
+from api.schemas.messages import (
+    BroadcastAccepted,
+    BroadcastSend,
+    MessageAccepted,
+    MessageDetail,
+    MessageList,
+    MessageOut,
+    MessageSend,
+)
+from api.services.sandboxes import temporal_client
+from api.temporal import TemporalGateway
+from config.settings import Settings
+from domain import search_attributes as sa
+from domain.errors import (
+    AuthorizationFailed,
+    DomainError,
+    ErrorCode,
+    NotFound,
+    ServiceUnavailable,
+    ValidationFailed,
+)
+from domain.ids import Prefix, inbox_workflow_id, is_valid, new_id
+from domain.messages import Envelope, InboxInput, MessageStatus
+from domain.policy import decide
+from domain.timeutil import iso, utcnow
+from store import events
+from store.models import IdempotencyKey, Message, Sandbox, User, Workspace
+from store.repositories import messages as repo
+
+INBOX = "Inbox"
+RETRYABLE = (MessageStatus.FAILED, MessageStatus.TIMEOUT)
+
+
+class NotRetryable(DomainError):
+    code = ErrorCode.MESSAGE_DELIVERY_FAILED
+
+
+def _field(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(message, {"fields": [{"field": field, "message": message,
+                                                  "location": "body"}]})
+
+
+def to_out(m: Message) -> MessageOut:
+    return MessageOut(
+        message_id=m.id, from_sandbox=m.from_sandbox_id, from_agent=m.from_agent,
+        to_sandbox=m.to_sandbox_id, to_agent=m.to_agent, message_type=m.message_type,
+        content=m.content, priority=m.priority, requires_response=m.requires_response,
+        status=m.status, status_reason=m.status_reason, correlation_id=m.correlation_id,
+        broadcast_id=m.broadcast_id, attempts=m.attempts, timestamp=iso(m.created_at) or "",
+        delivered_at=iso(m.delivered_at), responded_at=iso(m.responded_at),
+    )
+
+
+def _agent_names(sb: Sandbox) -> list[str]:
+    cfg = sb.agent_config or {}
+    return [a["name"] for a in [cfg.get("primary_agent") or {}, *(cfg.get("sub_agents") or [])]
+            if a.get("name")]
+
+
+def _primary(sb: Sandbox) -> str | None:
+    names = _agent_names(sb)
+    return names[0] if names else None
+
+
+async def signal_inbox(client: Client, settings: Settings, m: Message) -> None:
+    env = Envelope(message_id=m.id, priority=m.priority, accepted_at=utcnow().isoformat(),
+                   attempt=m.attempts)
+    await client.start_workflow(
+        INBOX,
+        InboxInput(sandbox_id=m.to_sandbox_id, workspace_id=m.workspace_id,
+                   max_wait_seconds=settings.message_max_wait_seconds),
+        id=inbox_workflow_id(m.to_sandbox_id), task_queue=settings.task_queue,
+        start_signal="enqueue", start_signal_args=[env],
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        search_attributes=TypedSearchAttributes([
+            SearchAttributePair(sa.WORKSPACE_ID, m.workspace_id),
+            SearchAttributePair(sa.SANDBOX_ID, m.to_sandbox_id),
+        ]),
+    )
+
+
+async def _replay(session: AsyncSession, user: User, key: str | None, route: str
+                  ) -> tuple[int, dict[str, Any]] | None:
+    if not key:
+        return None
+    stored = await repo.idempotent_response(session, user.id, key)
+    if stored is None:
+        return None
+    if stored.route != route:
+        raise ValidationFailed("Idempotency-Key was already used for a different request",
+                               {"fields": [{"field": "Idempotency-Key", "location": "header",
+                                            "message": "reuse of a key on another route"}]})
+    return stored.status_code, stored.body
+
+
+def _remember(session: AsyncSession, user: User, key: str | None, route: str, status: int,
+              body: dict[str, Any]) -> None:
+    if key:
+        session.add(IdempotencyKey(user_id=user.id, key=key, route=route, status_code=status,
+                                   body=body))
+
+
+async def _accept(session: AsyncSession, client: Client, settings: Settings,
+                  messages: list[Message]) -> None:
+    """Signal every inbox after the commit; if Temporal refuses, undo the whole request."""
+    try:
+        for m in messages:
+            await signal_inbox(client, settings, m)
+    except Exception as exc:
+        for m in messages:
+            await session.delete(m)
+        await session.commit()
+        raise ServiceUnavailable("Could not enqueue the message (Temporal unavailable)") from exc
+
+
+async def send(session: AsyncSession, temporal: TemporalGateway, settings: Settings, user: User,
+               ws: Workspace, sender: Sandbox, body: MessageSend, idem_key: str | None
+               ) -> tuple[int, dict[str, Any]]:
+    route = f"send:{sender.id}"
+    if (replayed := await _replay(session, user, idem_key, route)) is not None:
+        return replayed
+    target = await repo.find_sandbox(session, ws.id, body.to_sandbox)
+    if target is None:
+        raise NotFound("sandbox", body.to_sandbox)
+    if target.id == sender.id:
+        raise _field("to_sandbox", "a sandbox cannot send a message to itself")
+    if body.to_agent and body.to_agent not in _agent_names(target):
+        raise _field("to_agent", f"no agent named {body.to_agent!r} in {target.name}")
+    if body.from_agent and body.from_agent not in _agent_names(sender):
+        raise _field("from_agent", f"no agent named {body.from_agent!r} in {sender.name}")
+    decision = decide(ws.collaboration_policy, sender.name, target.name, body.message_type)
+    if not decision.allowed:
+        raise AuthorizationFailed(decision.reason, {"from": sender.name, "to": target.name})
+    if decision.approval_required:
+        # Refuse rather than deliver unapproved: the approval flow is not built yet.
+        raise AuthorizationFailed("this message needs the workspace owner's approval, which is "
+                                  "not supported yet", {"from": sender.name, "to": target.name})
+    client = await temporal_client(temporal)
+    m = Message(
+        id=new_id(Prefix.MESSAGE), workspace_id=ws.id, from_sandbox_id=sender.id,
+        from_agent=body.from_agent or _primary(sender), to_sandbox_id=target.id,
+        to_agent=body.to_agent, message_type=body.message_type, content=body.content,
+        priority=body.priority, requires_response=body.requires_response,
+        timeout_seconds=body.timeout, correlation_id=body.correlation_id,
+        status=MessageStatus.QUEUED,
+    )
+    session.add(m)
+    await session.flush()
+    data = MessageAccepted(message_id=m.id, status=m.status, timestamp=iso(m.created_at) or ""
+                           ).model_dump()
+    _remember(session, user, idem_key, route, 202, data)
+    events.append(session, channel="messages", event="message_queued",
+                  data={"message_id": m.id, "to_sandbox": target.id, "priority": m.priority},
+                  workspace_id=ws.id, sandbox_id=sender.id)
+    await session.commit()
+    await _accept(session, client, settings, [m])
+    return 202, data
+
+
+async def broadcast(session: AsyncSession, temporal: TemporalGateway, settings: Settings,
+                    user: User, ws: Workspace, body: BroadcastSend, idem_key: str | None
+                    ) -> tuple[int, dict[str, Any]]:
+    route = f"broadcast:{ws.id}"
+    if (replayed := await _replay(session, user, idem_key, route)) is not None:
+        return replayed
+    sender = await repo.find_sandbox(session, ws.id, body.from_sandbox)
+    if sender is None:
+        raise NotFound("sandbox", body.from_sandbox)
+    from store.repositories.sandboxes import in_workspace
+
+    recipients, denied, messages = [], [], []
+    bc_id = new_id(Prefix.BROADCAST)
+    for target in sorted(await in_workspace(session, ws.id), key=lambda s: s.created_at):
+        if body.exclude_self and target.id == sender.id:
+            continue
+        decision = decide(ws.collaboration_policy, sender.name, target.name, body.message_type)
+        if not decision.allowed or decision.approval_required:
+            denied.append({"sandbox_id": target.id, "reason": decision.reason})
+            continue
+        m = Message(id=new_id(Prefix.MESSAGE), workspace_id=ws.id, from_sandbox_id=sender.id,
+                    from_agent=_primary(sender), to_sandbox_id=target.id, to_agent=None,
+                    message_type=body.message_type, content=body.content,
+                    priority=body.priority, broadcast_id=bc_id, status=MessageStatus.QUEUED)
+        session.add(m)
+        messages.append(m)
+        recipients.append(target.id)
+    client = await temporal_client(temporal)
+    data = BroadcastAccepted(broadcast_id=bc_id, recipients=recipients, denied=denied,
+                             message_ids=[m.id for m in messages],
+                             timestamp=iso(utcnow()) or "").model_dump()
+    _remember(session, user, idem_key, route, 202, data)
+    for m in messages:
+        events.append(session, channel="messages", event="message_queued",
+                      data={"message_id": m.id, "to_sandbox": m.to_sandbox_id,
+                            "broadcast_id": bc_id, "priority": m.priority},
+                      workspace_id=ws.id, sandbox_id=sender.id)
+    await session.commit()
+    await _accept(session, client, settings, messages)
+    return 202, data
+
+
+async def get_owned(session: AsyncSession, message_id: str, user: User) -> Message:
+    if not is_valid(Prefix.MESSAGE, message_id):
+        raise NotFound("message", message_id)
+    m = await repo.get_owned(session, message_id, user.id)
+    if m is None:
+        raise NotFound("message", message_id)
+    return m
+
+
+async def detail(session: AsyncSession, m: Message) -> MessageDetail:
+    response = None
+    if m.response_message_id:
+        reply = await session.get(Message, m.response_message_id)
+        if reply is not None:
+            response = {"message_id": reply.id, "content": reply.content,
+                        "from_agent": reply.from_agent, "timestamp": iso(reply.created_at)}
+    return MessageDetail(**to_out(m).model_dump(), response=response)
+
+
+async def list_for_sandbox(session: AsyncSession, sb: Sandbox, direction: str,
+                           since: datetime | None, limit: int) -> MessageList:
+    rows, total = await repo.for_sandbox(session, sb.id, direction, since, limit)
+    return MessageList(messages=[to_out(m) for m in rows],
+                       meta={"total": total, "returned": len(rows), "since": iso(since),
+                             "direction": direction})
+
+
+async def retry(session: AsyncSession, temporal: TemporalGateway, settings: Settings,
+                m: Message) -> dict[str, Any]:
+    if m.status not in RETRYABLE:
+        raise NotRetryable(f"only failed or timed-out deliveries can be retried "
+                           f"(this one is {m.status})", {"status": m.status})
+    client = await temporal_client(temporal)
+    previous = (m.status, m.status_reason, m.attempts)
+    m.status, m.status_reason, m.attempts, m.failed_at = MessageStatus.QUEUED, None, m.attempts + 1, None
+    await session.commit()
+    try:
+        await signal_inbox(client, settings, m)
+    except Exception as exc:
+        m.status, m.status_reason, m.attempts = previous
+        await session.commit()
+        raise ServiceUnavailable("Could not re-enqueue the message (Temporal unavailable)") from exc
+    return {"message_id": m.id, "status": m.status, "attempts": m.attempts,
+            "timestamp": iso(utcnow())}
