@@ -6,11 +6,22 @@ or a re-sent signal never delivers a message twice nor appends its events twice.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
+from temporalio.client import Client
 
-from domain.messages import DeliveryBatch, DeliveryOutcome, FailBatch, MessageStatus
+from domain.messages import (
+    DeliveryBatch,
+    DeliveryOutcome,
+    Envelope,
+    FailBatch,
+    MessageStatus,
+    StatusChange,
+    inbox_signal_with_start,
+)
 from domain.timeutil import iso, utcnow
 from store import events
 from store.models import Message, Sandbox
@@ -23,9 +34,49 @@ def message_event_data(m: Message) -> dict[str, object]:
             "correlation_id": m.correlation_id}
 
 
+@dataclass(frozen=True)
+class EnqueueInput:
+    to_sandbox_id: str
+    workspace_id: str
+    envelope: Envelope
+    max_wait_seconds: float
+
+
 class MessagingActivities:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession],
+                 client: Client | None = None, task_queue: str = "aintandem") -> None:
         self._sessions = sessions
+        self._client = client
+        self._task_queue = task_queue
+
+    @activity.defn(name="message_enqueue")
+    async def enqueue(self, inp: EnqueueInput) -> None:
+        """Signal-with-start the target's inbox (the inbox ignores a repeated delivery key)."""
+        assert self._client is not None, "MessagingActivities needs a Temporal client"
+        await self._client.start_workflow(**inbox_signal_with_start(
+            to_sandbox_id=inp.to_sandbox_id, workspace_id=inp.workspace_id,
+            envelope=inp.envelope, task_queue=self._task_queue,
+            max_wait_seconds=inp.max_wait_seconds,
+        ))
+
+    @activity.defn(name="message_set_status")
+    async def set_status(self, change: StatusChange) -> bool:
+        """Move a message from one status to another (guarded), publishing the change once."""
+        async with self._sessions() as session:
+            m = await session.get(Message, change.message_id)
+            if m is None or m.status != change.from_status:
+                return False
+            now = utcnow()
+            m.status, m.status_reason = change.to_status, change.reason
+            if change.to_status == MessageStatus.FAILED:
+                m.failed_at = now
+            if change.event:
+                data = {**message_event_data(m), "reason": change.reason}
+                for sid in {m.to_sandbox_id, m.from_sandbox_id} - {None}:
+                    events.append(session, channel="messages", event=change.event, data=data,
+                                  workspace_id=m.workspace_id, sandbox_id=sid)
+            await session.commit()
+            return True
 
     @activity.defn(name="inbox_target_status")
     async def target_status(self, sandbox_id: str) -> str | None:

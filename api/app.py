@@ -13,9 +13,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api import errors
 from api.deps import AppState
 from api.envelope import ErrorEnvelope
+from api.events_bus import EventBus
 from api.middleware import RequestContextMiddleware
 from api.ratelimit import RateLimiter
-from api.routers import auth, monitoring, sandboxes, system, workspaces
+from api.routers import auth, messages, monitoring, sandboxes, system, workspaces, ws
 from api.security import TokenService
 from api.temporal import TemporalGateway
 from config.settings import API_PREFIX, VERSION, Settings, get_settings
@@ -39,16 +40,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.resolved_database_url, settings.database_echo)
+        sessions = session_factory(engine)
+        bus = EventBus(settings, sessions)
         app.state.aintandem = AppState(
             settings=settings,
-            sessions=session_factory(engine),
+            sessions=sessions,
             tokens=TokenService(settings),
             limiter=RateLimiter(settings),
             temporal=TemporalGateway(settings),
+            events=bus,
         )
+        await bus.start()
         try:
             yield
         finally:
+            await bus.stop()
             await engine.dispose()
 
     app = FastAPI(
@@ -62,8 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     errors.install(app)
     for router in (auth.router, workspaces.router, workspaces.config_router, sandboxes.router,
-                   sandboxes.config_router, monitoring.router, system.router):
+                   sandboxes.config_router, messages.router, monitoring.router, system.router):
         app.include_router(router, prefix=API_PREFIX)
+    app.include_router(ws.router)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> PlainTextResponse:

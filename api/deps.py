@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.events_bus import EventBus
 from api.ratelimit import RateLimiter
 from api.security import TokenClaims, TokenService
 from api.temporal import TemporalGateway
@@ -25,6 +26,7 @@ class AppState:
     tokens: TokenService
     limiter: RateLimiter
     temporal: TemporalGateway
+    events: EventBus | None = None  # the WebSocket fan-out, started in the app's lifespan
 
 
 def app_state(request: Request) -> AppState:

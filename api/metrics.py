@@ -17,7 +17,9 @@ HTTP_LATENCY = Histogram(
 )
 WEBSOCKETS_OPEN = Gauge("aintandem_api_websocket_connections", "Open WebSocket connections")
 EVENTS_PUBLISHED = Counter(
-    "aintandem_api_events_published_total", "Events appended to the event log by the API", ["channel"]
+    "aintandem_api_events_published_total",
+    "Events dispatched to WebSocket subscribers by the API's event bus",
+    ["channel"],
 )
 RATE_LIMIT_REJECTIONS = Counter(
     "aintandem_api_rate_limit_rejections_total", "Requests refused by a rate limit", ["group"]

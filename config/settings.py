@@ -61,6 +61,8 @@ class Settings(BaseSettings):
     sandbox_image: str = "aintandem/sandbox:latest"
     # How long a message waits for its target sandbox to run before it fails.
     message_max_wait_seconds: float = 300.0
+    # Messages held by an approval_required policy rule expire (failed) when unanswered.
+    message_approval_timeout_seconds: float = 24 * 3600.0
     # How often each sandbox's workflow checks health and samples metrics and logs.
     sandbox_health_interval_seconds: float = 10.0
 
@@ -73,6 +75,8 @@ class Settings(BaseSettings):
     # PostgreSQL assigns ids before commit: how long a missing id may hold later events back.
     events_gap_timeout_seconds: float = 2.0
     events_notify_channel: str = "aintandem_events"
+    # PostgreSQL with LISTEN up: NOTIFY wakes the bus; this slower poll is only a safety net.
+    events_listen_poll_interval_seconds: float = 2.0
 
     @field_validator("admin_emails", mode="before")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from enum import StrEnum
 
 
@@ -59,3 +60,70 @@ class FailBatch:
     sandbox_id: str
     message_ids: list[str]
     reason: str
+
+
+@dataclass
+class MessageDeliveryInput:
+    """Input of the per-message workflow (`message-{message_id}`), used when a message needs
+    the owner's approval or an agent's reply."""
+
+    message_id: str
+    workspace_id: str
+    to_sandbox_id: str
+    priority: int = 5
+    attempt: int = 1
+    needs_approval: bool = False
+    approval_timeout_seconds: float = 3600.0
+    requires_response: bool = False
+    timeout_seconds: int = 30
+    max_wait_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    message_id: str
+    from_status: str
+    to_status: str
+    reason: str | None = None
+    event: str | None = None
+
+
+@dataclass(frozen=True)
+class ApprovalDecision:
+    approved: bool
+    by_user: str
+    reason: str | None = None
+
+
+INBOX_WORKFLOW = "Inbox"
+
+
+def inbox_signal_with_start(
+    *, to_sandbox_id: str, workspace_id: str, envelope: Envelope, task_queue: str,
+    max_wait_seconds: float,
+) -> dict[str, Any]:
+    """Keyword arguments of `client.start_workflow` that enqueue one delivery into the target's
+    inbox, starting the inbox if it is not running (the API and activities both use this)."""
+    from temporalio.common import (
+        SearchAttributePair,
+        TypedSearchAttributes,
+        WorkflowIDConflictPolicy,
+    )
+
+    from domain import search_attributes as sa
+    from domain.ids import inbox_workflow_id
+
+    return {
+        "workflow": INBOX_WORKFLOW,
+        "arg": InboxInput(sandbox_id=to_sandbox_id, workspace_id=workspace_id,
+                          max_wait_seconds=max_wait_seconds),
+        "id": inbox_workflow_id(to_sandbox_id),
+        "task_queue": task_queue,
+        "start_signal": "enqueue",
+        "start_signal_args": [envelope],
+        "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
+        "search_attributes": TypedSearchAttributes([
+            SearchAttributePair(sa.WORKSPACE_ID, workspace_id),
+            SearchAttributePair(sa.SANDBOX_ID, to_sandbox_id),
+        ]),
+    }

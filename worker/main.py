@@ -22,6 +22,7 @@ from store.db import create_engine, session_factory
 from worker import metrics
 from worker.search_attributes import ensure_search_attributes
 from workflows.inbox import InboxWorkflow
+from workflows.message_delivery import MessageDeliveryWorkflow
 from workflows.sandbox import SandboxWorkflow
 
 log = logging.getLogger("aintandem.worker")
@@ -49,10 +50,11 @@ class ActivitySet:
     messaging: MessagingActivities
 
 
-def build_activities(settings: Settings, sessions: async_sessionmaker[AsyncSession]) -> ActivitySet:
+def build_activities(settings: Settings, sessions: async_sessionmaker[AsyncSession],
+                     client: Client) -> ActivitySet:
     runtime = DockerRuntime(image=settings.sandbox_image, installation=settings.installation_id)
     return ActivitySet(StoreActivities(sessions), SandboxActivities(runtime, sessions),
-                       MessagingActivities(sessions))
+                       MessagingActivities(sessions, client, settings.task_queue))
 
 
 def build_worker(
@@ -62,12 +64,13 @@ def build_worker(
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[SandboxWorkflow, InboxWorkflow],
+        workflows=[SandboxWorkflow, InboxWorkflow, MessageDeliveryWorkflow],
         activities=[
             acts.store.append_event,
             sandbox.start, sandbox.stop, sandbox.remove, sandbox.update_resources,
             sandbox.observe, sandbox.record_status, sandbox.record_observation,
-            messaging.target_status, messaging.deliver, messaging.fail,
+            messaging.target_status, messaging.deliver, messaging.fail, messaging.enqueue,
+            messaging.set_status,
         ],
         activity_executor=executor,
         max_concurrent_activities=64,
@@ -99,7 +102,7 @@ async def run(settings: Settings) -> None:
     client = await connect(settings, runtime)
     await ensure_search_attributes(client, settings.temporal_namespace)
     engine = create_engine(settings.resolved_database_url)
-    activities = build_activities(settings, session_factory(engine))
+    activities = build_activities(settings, session_factory(engine), client)
     try:
         removed = await activities.sandbox.remove_orphans()
         if removed:

@@ -6,9 +6,11 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Response
+from pydantic import StringConstraints
 
 from api.deps import CurrentUser, SessionDep, StateDep, rate_limit
 from api.envelope import Envelope, ok
+from api.schemas.common import RequestModel, SafeStr
 from api.schemas.messages import (
     BroadcastAccepted,
     BroadcastSend,
@@ -75,3 +77,30 @@ async def retry_message(message_id: str, user: CurrentUser, session: SessionDep,
                         state: StateDep) -> Response:
     m = await service.get_owned(session, message_id, user)
     return ok(await service.retry(session, state.temporal, state.settings, m), 202)
+
+
+class Decision(RequestModel):
+    reason: Annotated[SafeStr, StringConstraints(max_length=500)] | None = None
+
+
+async def _decide(message_id: str, user: Any, session: Any, state: Any, approved: bool,
+                  body: Decision | None) -> Response:
+    m = await service.get_owned(session, message_id, user)
+    reason = body.reason if body else None
+    return ok(await service.decide_approval(state.temporal, m, user, approved, reason), 202)
+
+
+@router.post("/messages/{message_id}/approve", status_code=202,
+             response_model=Envelope[dict[str, Any]], operation_id="messages_approve",
+             dependencies=[rate_limit("message")])
+async def approve_message(message_id: str, user: CurrentUser, session: SessionDep,
+                          state: StateDep, body: Decision | None = None) -> Response:
+    return await _decide(message_id, user, session, state, True, body)
+
+
+@router.post("/messages/{message_id}/deny", status_code=202,
+             response_model=Envelope[dict[str, Any]], operation_id="messages_deny",
+             dependencies=[rate_limit("message")])
+async def deny_message(message_id: str, user: CurrentUser, session: SessionDep,
+                       state: StateDep, body: Decision | None = None) -> Response:
+    return await _decide(message_id, user, session, state, False, body)

@@ -6,8 +6,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
+from temporalio.service import RPCError
 
 from api.schemas.messages import (
     BroadcastAccepted,
@@ -21,7 +22,6 @@ from api.schemas.messages import (
 from api.services.sandboxes import temporal_client
 from api.temporal import TemporalGateway
 from config.settings import Settings
-from domain import search_attributes as sa
 from domain.errors import (
     AuthorizationFailed,
     DomainError,
@@ -30,16 +30,23 @@ from domain.errors import (
     ServiceUnavailable,
     ValidationFailed,
 )
-from domain.ids import Prefix, inbox_workflow_id, is_valid, new_id
-from domain.messages import Envelope, InboxInput, MessageStatus
+from domain.ids import Prefix, is_valid, message_workflow_id, new_id
+from domain import search_attributes as sa
+from domain.messages import (
+    ApprovalDecision,
+    Envelope,
+    MessageDeliveryInput,
+    MessageStatus,
+    inbox_signal_with_start,
+)
 from domain.policy import decide
 from domain.timeutil import iso, utcnow
 from store import events
 from store.models import IdempotencyKey, Message, Sandbox, User, Workspace
 from store.repositories import messages as repo
 
-INBOX = "Inbox"
 RETRYABLE = (MessageStatus.FAILED, MessageStatus.TIMEOUT)
+DELIVERY = "MessageDelivery"
 
 
 class NotRetryable(DomainError):
@@ -76,18 +83,10 @@ def _primary(sb: Sandbox) -> str | None:
 async def signal_inbox(client: Client, settings: Settings, m: Message) -> None:
     env = Envelope(message_id=m.id, priority=m.priority, accepted_at=utcnow().isoformat(),
                    attempt=m.attempts)
-    await client.start_workflow(
-        INBOX,
-        InboxInput(sandbox_id=m.to_sandbox_id, workspace_id=m.workspace_id,
-                   max_wait_seconds=settings.message_max_wait_seconds),
-        id=inbox_workflow_id(m.to_sandbox_id), task_queue=settings.task_queue,
-        start_signal="enqueue", start_signal_args=[env],
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=TypedSearchAttributes([
-            SearchAttributePair(sa.WORKSPACE_ID, m.workspace_id),
-            SearchAttributePair(sa.SANDBOX_ID, m.to_sandbox_id),
-        ]),
-    )
+    await client.start_workflow(**inbox_signal_with_start(
+        to_sandbox_id=m.to_sandbox_id, workspace_id=m.workspace_id, envelope=env,
+        task_queue=settings.task_queue, max_wait_seconds=settings.message_max_wait_seconds,
+    ))
 
 
 async def _replay(session: AsyncSession, user: User, key: str | None, route: str
@@ -142,10 +141,6 @@ async def send(session: AsyncSession, temporal: TemporalGateway, settings: Setti
     decision = decide(ws.collaboration_policy, sender.name, target.name, body.message_type)
     if not decision.allowed:
         raise AuthorizationFailed(decision.reason, {"from": sender.name, "to": target.name})
-    if decision.approval_required:
-        # Refuse rather than deliver unapproved: the approval flow is not built yet.
-        raise AuthorizationFailed("this message needs the workspace owner's approval, which is "
-                                  "not supported yet", {"from": sender.name, "to": target.name})
     client = await temporal_client(temporal)
     m = Message(
         id=new_id(Prefix.MESSAGE), workspace_id=ws.id, from_sandbox_id=sender.id,
@@ -153,7 +148,8 @@ async def send(session: AsyncSession, temporal: TemporalGateway, settings: Setti
         to_agent=body.to_agent, message_type=body.message_type, content=body.content,
         priority=body.priority, requires_response=body.requires_response,
         timeout_seconds=body.timeout, correlation_id=body.correlation_id,
-        status=MessageStatus.QUEUED,
+        status=MessageStatus.PENDING_APPROVAL if decision.approval_required
+        else MessageStatus.QUEUED,
     )
     session.add(m)
     await session.flush()
@@ -164,8 +160,55 @@ async def send(session: AsyncSession, temporal: TemporalGateway, settings: Setti
                   data={"message_id": m.id, "to_sandbox": target.id, "priority": m.priority},
                   workspace_id=ws.id, sandbox_id=sender.id)
     await session.commit()
-    await _accept(session, client, settings, [m])
+    if decision.approval_required:
+        await _start_delivery(session, client, settings, m, needs_approval=True)
+    else:
+        await _accept(session, client, settings, [m])
     return 202, data
+
+
+async def _start_delivery(session: AsyncSession, client: Client, settings: Settings, m: Message,
+                          *, needs_approval: bool) -> None:
+    """Start the message's own workflow (approval wait); undo the request if Temporal refuses."""
+    inp = MessageDeliveryInput(
+        message_id=m.id, workspace_id=m.workspace_id, to_sandbox_id=m.to_sandbox_id,
+        priority=m.priority, attempt=m.attempts, needs_approval=needs_approval,
+        approval_timeout_seconds=settings.message_approval_timeout_seconds,
+        requires_response=m.requires_response, timeout_seconds=m.timeout_seconds,
+        max_wait_seconds=settings.message_max_wait_seconds,
+    )
+    try:
+        await client.start_workflow(
+            DELIVERY, inp, id=message_workflow_id(m.id), task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=TypedSearchAttributes([
+                SearchAttributePair(sa.WORKSPACE_ID, m.workspace_id),
+                SearchAttributePair(sa.SANDBOX_ID, m.to_sandbox_id),
+                SearchAttributePair(sa.MESSAGE_ID, m.id),
+            ]),
+        )
+    except Exception as exc:
+        await session.delete(m)
+        await session.commit()
+        raise ServiceUnavailable("Could not enqueue the message (Temporal unavailable)") from exc
+
+
+async def decide_approval(temporal: TemporalGateway, m: Message, user: User, approved: bool,
+                 reason: str | None) -> dict[str, Any]:
+    if m.status != MessageStatus.PENDING_APPROVAL:
+        raise NotRetryable(f"message is not pending approval (it is {m.status})",
+                           {"status": m.status})
+    client = await temporal_client(temporal)
+    handle = client.get_workflow_handle(message_workflow_id(m.id))
+    try:
+        status = await handle.execute_update(
+            "decide", ApprovalDecision(approved=approved, by_user=user.id, reason=reason),
+            result_type=str)
+    except WorkflowUpdateFailedError as exc:
+        raise NotRetryable("message is no longer pending approval", {"status": m.status}) from exc
+    except RPCError as exc:
+        raise ServiceUnavailable("Temporal is unavailable; try again shortly") from exc
+    return {"message_id": m.id, "status": status, "timestamp": iso(utcnow())}
 
 
 async def broadcast(session: AsyncSession, temporal: TemporalGateway, settings: Settings,

@@ -53,7 +53,7 @@ async def test_health_with_real_temporal_and_worker(database_url: str, tmp_path:
         assert data["services"]["temporal"] == "healthy"
         assert data["services"]["worker"] == "degraded" and data["status"] == "degraded"
         engine = create_engine(settings.resolved_database_url)
-        activities = build_activities(settings, session_factory(engine))
+        activities = build_activities(settings, session_factory(engine), temporal_env.client)
         with ThreadPoolExecutor(64) as pool:
             async with build_worker(temporal_env.client, settings, pool, activities):
                 r = await c.get("/api/v1/system/health")

@@ -85,7 +85,7 @@ async def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory,
         message_max_wait_seconds=8.0,
     )
     engine = create_engine(settings.resolved_database_url)
-    activities = build_activities(settings, session_factory(engine))
+    activities = build_activities(settings, session_factory(engine), temporal_env.client)
     docker_client = docker.from_env()
     with ThreadPoolExecutor(64) as pool:
         async with build_worker(temporal_env.client, settings, pool, activities), \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -166,3 +167,56 @@ async def test_policy_idempotency_broadcast_and_bad_input(stack: Stack) -> None:
     assert_error(await _send(stack, other, a), 404, "RESOURCE_NOT_FOUND")
     assert_error(await stack.client.get("/api/v1/messages/msg_doesnotexi", headers=acc.headers), 404,
                  "RESOURCE_NOT_FOUND")
+
+
+async def _approval_workspace(stack: Stack, acc: Account) -> tuple[str, str, str]:
+    wid, a, b = await _pair(stack, acc)
+    r = await stack.client.put(f"/api/v1/workspaces/{wid}/config", headers=acc.headers, json={
+        "collaboration_policy": {"mode": "allow_list", "rules": [
+            {"from": "frontend-team", "to": "backend-team", "approval_required": True}]}})
+    assert r.status_code == 200, r.text
+    return wid, a, b
+
+
+async def test_approval_approve_and_deny(stack: Stack) -> None:
+    acc = await stack.account()
+    _, a, _b = await _approval_workspace(stack, acc)
+    held = (await _send(stack, acc, a)).json()["data"]
+    assert held["status"] == "pending_approval"
+    await asyncio.sleep(0.5)
+    assert (await _message(stack, acc, held["message_id"]))["status"] == "pending_approval"
+    r = await stack.client.post(f"/api/v1/messages/{held['message_id']}/approve", headers=acc.headers)
+    assert r.status_code == 202, r.text
+    assert r.json()["data"]["status"] == "queued"
+    await eventually(lambda: _message(stack, acc, held["message_id"]),
+                     lambda m: m["status"] == "delivered", 20, "delivery after approval")
+    assert_error(await stack.client.post(f"/api/v1/messages/{held['message_id']}/deny",
+                                         headers=acc.headers), 409, "MESSAGE_DELIVERY_FAILED")
+
+    denied = (await _send(stack, acc, a)).json()["data"]
+    r = await stack.client.post(f"/api/v1/messages/{denied['message_id']}/deny", headers=acc.headers,
+                                json={"reason": "not now"})
+    assert r.status_code == 202 and r.json()["data"]["status"] == "failed"
+    m = await _message(stack, acc, denied["message_id"])
+    assert m["status"] == "failed" and "denied by the workspace owner: not now" in m["status_reason"]
+    # Someone else cannot decide for the owner.
+    other = await stack.account()
+    third = (await _send(stack, acc, a)).json()["data"]
+    assert_error(await stack.client.post(f"/api/v1/messages/{third['message_id']}/approve",
+                                         headers=other.headers), 404, "RESOURCE_NOT_FOUND")
+
+
+async def test_unanswered_approval_expires(stack: Stack, tmp_path: Any) -> None:
+    from api.app import create_app
+    from tests.conftest import app_client, new_account
+
+    settings = stack.settings.model_copy(update={"message_approval_timeout_seconds": 1.0,
+                                                 "data_dir": tmp_path})
+    async with app_client(create_app(settings)) as client:
+        acc = await new_account(client)
+        quick = Stack(settings, client, stack.docker, stack.temporal)
+        _, a, _b = await _approval_workspace(quick, acc)
+        held = (await _send(quick, acc, a)).json()["data"]
+        m = await eventually(lambda: _message(quick, acc, held["message_id"]),
+                             lambda m: m["status"] == "failed", 20, "expiry")
+        assert "approval expired" in m["status_reason"]

