@@ -311,8 +311,14 @@ class _CgroupReader:
 def _workspace_bytes(attrs: dict[str, Any], max_files: int = 100_000) -> int:
     """Size of the /workspace volume, read from its host directory when this process can see
     it (a worker on the engine's host); 0 otherwise. Bounded so a huge tree cannot stall it."""
-    source = next((m.get("Source") for m in attrs.get("Mounts") or []
-                   if m.get("Destination") == SANDBOX_WORKSPACE), None)
+    source = next(
+        (
+            m.get("Source")
+            for m in attrs.get("Mounts") or []
+            if m.get("Destination") == SANDBOX_WORKSPACE
+        ),
+        None,
+    )
     if not source or not os.path.isdir(source):
         return 0
     total = seen = 0
@@ -472,8 +478,13 @@ class DockerRuntime:
             "privileged": False,
             "log_config": self._log_config,
             # Only the sandbox's own named volume: never the Docker socket, nothing of the host.
-            "mounts": [Mount(target=SANDBOX_WORKSPACE, source=workspace_volume(spec.sandbox_id),
-                             type="volume")],
+            "mounts": [
+                Mount(
+                    target=SANDBOX_WORKSPACE,
+                    source=workspace_volume(spec.sandbox_id),
+                    type="volume",
+                )
+            ],
         }
         if spec.command:
             kwargs["command"] = list(spec.command)
@@ -560,10 +571,8 @@ class DockerRuntime:
             with self._cpu_lock:
                 self._cpu_prev.pop(container.id, None)
         if not keep_workspace:
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 self.client.volumes.get(workspace_volume(sandbox_id)).remove(force=True)
-            except docker.errors.NotFound:
-                pass
 
     @_translate_errors
     def created_env_hash(self, sandbox_id: str) -> str | None:

@@ -28,10 +28,18 @@ from store.models import Message, Sandbox
 
 
 def message_event_data(m: Message) -> dict[str, object]:
-    return {"message_id": m.id, "from_sandbox": m.from_sandbox_id, "from_agent": m.from_agent,
-            "to_sandbox": m.to_sandbox_id, "to_agent": m.to_agent, "message_type": m.message_type,
-            "priority": m.priority, "content": m.content, "status": m.status,
-            "correlation_id": m.correlation_id}
+    return {
+        "message_id": m.id,
+        "from_sandbox": m.from_sandbox_id,
+        "from_agent": m.from_agent,
+        "to_sandbox": m.to_sandbox_id,
+        "to_agent": m.to_agent,
+        "message_type": m.message_type,
+        "priority": m.priority,
+        "content": m.content,
+        "status": m.status,
+        "correlation_id": m.correlation_id,
+    }
 
 
 @dataclass(frozen=True)
@@ -43,8 +51,12 @@ class EnqueueInput:
 
 
 class MessagingActivities:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession],
-                 client: Client | None = None, task_queue: str = "aintandem") -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        client: Client | None = None,
+        task_queue: str = "aintandem",
+    ) -> None:
         self._sessions = sessions
         self._client = client
         self._task_queue = task_queue
@@ -53,11 +65,15 @@ class MessagingActivities:
     async def enqueue(self, inp: EnqueueInput) -> None:
         """Signal-with-start the target's inbox (the inbox ignores a repeated delivery key)."""
         assert self._client is not None, "MessagingActivities needs a Temporal client"
-        await self._client.start_workflow(**inbox_signal_with_start(
-            to_sandbox_id=inp.to_sandbox_id, workspace_id=inp.workspace_id,
-            envelope=inp.envelope, task_queue=self._task_queue,
-            max_wait_seconds=inp.max_wait_seconds,
-        ))
+        await self._client.start_workflow(
+            **inbox_signal_with_start(
+                to_sandbox_id=inp.to_sandbox_id,
+                workspace_id=inp.workspace_id,
+                envelope=inp.envelope,
+                task_queue=self._task_queue,
+                max_wait_seconds=inp.max_wait_seconds,
+            )
+        )
 
     @activity.defn(name="message_set_status")
     async def set_status(self, change: StatusChange) -> bool:
@@ -73,8 +89,14 @@ class MessagingActivities:
             if change.event:
                 data = {**message_event_data(m), "reason": change.reason}
                 for sid in {m.to_sandbox_id, m.from_sandbox_id} - {None}:
-                    events.append(session, channel="messages", event=change.event, data=data,
-                                  workspace_id=m.workspace_id, sandbox_id=sid)
+                    events.append(
+                        session,
+                        channel="messages",
+                        event=change.event,
+                        data=data,
+                        workspace_id=m.workspace_id,
+                        sandbox_id=sid,
+                    )
             await session.commit()
             return True
 
@@ -88,12 +110,17 @@ class MessagingActivities:
     async def deliver(self, batch: DeliveryBatch) -> DeliveryOutcome:
         """Mark queued messages delivered and publish `message_received` to the recipient."""
         async with self._sessions() as session:
-            rows = list(await session.scalars(
-                select(Message).where(Message.id.in_(batch.message_ids),
-                                      Message.to_sandbox_id == batch.sandbox_id,
-                                      Message.status == MessageStatus.QUEUED)
-                .with_for_update()
-            ))
+            rows = list(
+                await session.scalars(
+                    select(Message)
+                    .where(
+                        Message.id.in_(batch.message_ids),
+                        Message.to_sandbox_id == batch.sandbox_id,
+                        Message.status == MessageStatus.QUEUED,
+                    )
+                    .with_for_update()
+                )
+            )
             # The inbox sends the batch in priority order; deliver (and publish) in that order.
             order = {mid: i for i, mid in enumerate(batch.message_ids)}
             rows.sort(key=lambda m: order[m.id])
@@ -101,8 +128,8 @@ class MessagingActivities:
             delivered = []
             for m in rows:
                 result = await session.execute(
-                    update(Message).where(Message.id == m.id,
-                                          Message.status == MessageStatus.QUEUED)
+                    update(Message)
+                    .where(Message.id == m.id, Message.status == MessageStatus.QUEUED)
                     .values(status=MessageStatus.DELIVERED, delivered_at=now)
                 )
                 if not getattr(result, "rowcount", 0):
@@ -110,12 +137,23 @@ class MessagingActivities:
                 m.status, m.delivered_at = MessageStatus.DELIVERED, now
                 delivered.append(m.id)
                 data = {**message_event_data(m), "delivered_at": iso(now)}
-                events.append(session, channel="messages", event="message_received", data=data,
-                              workspace_id=m.workspace_id, sandbox_id=m.to_sandbox_id)
+                events.append(
+                    session,
+                    channel="messages",
+                    event="message_received",
+                    data=data,
+                    workspace_id=m.workspace_id,
+                    sandbox_id=m.to_sandbox_id,
+                )
                 if m.from_sandbox_id:
-                    events.append(session, channel="messages", event="message_delivered",
-                                  data=data, workspace_id=m.workspace_id,
-                                  sandbox_id=m.from_sandbox_id)
+                    events.append(
+                        session,
+                        channel="messages",
+                        event="message_delivered",
+                        data=data,
+                        workspace_id=m.workspace_id,
+                        sandbox_id=m.from_sandbox_id,
+                    )
             await session.commit()
         skipped = [mid for mid in batch.message_ids if mid not in delivered]
         return DeliveryOutcome(delivered=delivered, skipped=skipped)
@@ -124,19 +162,31 @@ class MessagingActivities:
     async def fail(self, batch: FailBatch) -> list[str]:
         """Fail still-queued messages with the reason (MESSAGE_DELIVERY_FAILED)."""
         async with self._sessions() as session:
-            rows = list(await session.scalars(
-                select(Message).where(Message.id.in_(batch.message_ids),
-                                      Message.status == MessageStatus.QUEUED)
-            ))
+            rows = list(
+                await session.scalars(
+                    select(Message).where(
+                        Message.id.in_(batch.message_ids), Message.status == MessageStatus.QUEUED
+                    )
+                )
+            )
             now = utcnow()
             failed = []
             for m in rows:
                 m.status, m.status_reason, m.failed_at = MessageStatus.FAILED, batch.reason, now
                 failed.append(m.id)
-                data = {**message_event_data(m), "error_code": "MESSAGE_DELIVERY_FAILED",
-                        "reason": batch.reason}
+                data = {
+                    **message_event_data(m),
+                    "error_code": "MESSAGE_DELIVERY_FAILED",
+                    "reason": batch.reason,
+                }
                 for sid in {m.to_sandbox_id, m.from_sandbox_id} - {None}:
-                    events.append(session, channel="messages", event="message_failed", data=data,
-                                  workspace_id=m.workspace_id, sandbox_id=sid)
+                    events.append(
+                        session,
+                        channel="messages",
+                        event="message_failed",
+                        data=data,
+                        workspace_id=m.workspace_id,
+                        sandbox_id=sid,
+                    )
             await session.commit()
             return failed

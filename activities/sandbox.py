@@ -141,7 +141,10 @@ class SandboxActivities:
         if not self._docker.inspect(inp.sandbox_id).exists:
             return ContainerState.absent()
         return _docker_call(
-            self._docker.update_resources, inp.sandbox_id, inp.memory_mb, inp.cpu_cores,
+            self._docker.update_resources,
+            inp.sandbox_id,
+            inp.memory_mb,
+            inp.cpu_cores,
             inp.max_processes,
         )
 
@@ -163,7 +166,9 @@ class SandboxActivities:
             usage = None
         health = self._docker.health(inp.sandbox_id, timeout_seconds=5)
         return Observation(
-            state=state, usage=usage, healthy=health.ok,
+            state=state,
+            usage=usage,
+            healthy=health.ok,
             health_error=None if health.ok else (health.error_message or health.error_type),
             logs=logs,
         )
@@ -175,8 +180,11 @@ class SandboxActivities:
         """Write a transition if it is newer than the stored one; append its event once."""
         async with self._sessions() as session:
             values: dict[str, object] = {
-                "status": rec.status, "status_version": rec.version, "status_reason": rec.reason,
-                "restart_count": rec.restart_count, "updated_at": utcnow(),
+                "status": rec.status,
+                "status_version": rec.version,
+                "status_reason": rec.reason,
+                "restart_count": rec.restart_count,
+                "updated_at": utcnow(),
                 "started_at": datetime.fromisoformat(rec.started_at) if rec.started_at else None,
             }
             if rec.status in ("stopped", "error"):
@@ -189,10 +197,17 @@ class SandboxActivities:
             changed = bool(getattr(result, "rowcount", 0))
             if changed and rec.event:
                 events.append(
-                    session, channel="events", event=rec.event,
-                    data={"sandbox_id": rec.sandbox_id, "status": rec.status,
-                          "reason": rec.reason, "restart_count": rec.restart_count},
-                    workspace_id=rec.workspace_id, sandbox_id=rec.sandbox_id,
+                    session,
+                    channel="events",
+                    event=rec.event,
+                    data={
+                        "sandbox_id": rec.sandbox_id,
+                        "status": rec.status,
+                        "reason": rec.reason,
+                        "restart_count": rec.restart_count,
+                    },
+                    workspace_id=rec.workspace_id,
+                    sandbox_id=rec.sandbox_id,
                 )
             await session.commit()
             return changed
@@ -206,40 +221,65 @@ class SandboxActivities:
             exists = await session.scalar(select(Sandbox.id).where(Sandbox.id == rec.sandbox_id))
             if exists is None:
                 return  # deleted meanwhile
-            values: dict[str, object] = {
-                "health_status": "healthy" if obs.healthy else "unhealthy"
-            }
+            values: dict[str, object] = {"health_status": "healthy" if obs.healthy else "unhealthy"}
             if obs.state.running:
                 values["last_heartbeat"] = now
-            await session.execute(update(Sandbox).where(Sandbox.id == rec.sandbox_id).values(**values))
+            await session.execute(
+                update(Sandbox).where(Sandbox.id == rec.sandbox_id).values(**values)
+            )
             if obs.usage is not None:
                 u = obs.usage
-                session.add(MetricsSample(
-                    sandbox_id=rec.sandbox_id, workspace_id=rec.workspace_id, sampled_at=now,
-                    cpu_percent=u.cpu_percent, memory_mb=u.memory_mb,
-                    memory_limit_mb=u.memory_limit_mb, memory_percent=u.memory_percent,
-                    disk_mb=u.disk_mb, network_in_bytes=u.network_in_bytes,
-                    network_out_bytes=u.network_out_bytes, pids=u.pids,
-                ))
+                session.add(
+                    MetricsSample(
+                        sandbox_id=rec.sandbox_id,
+                        workspace_id=rec.workspace_id,
+                        sampled_at=now,
+                        cpu_percent=u.cpu_percent,
+                        memory_mb=u.memory_mb,
+                        memory_limit_mb=u.memory_limit_mb,
+                        memory_percent=u.memory_percent,
+                        disk_mb=u.disk_mb,
+                        network_in_bytes=u.network_in_bytes,
+                        network_out_bytes=u.network_out_bytes,
+                        pids=u.pids,
+                    )
+                )
                 events.append(
-                    session, channel="metrics", event="metrics_sample",
-                    data={"sandbox_id": rec.sandbox_id, "cpu_usage_percent": u.cpu_percent,
-                          "memory_usage_mb": u.memory_mb, "memory_usage_percent": u.memory_percent,
-                          "network_in_bytes": u.network_in_bytes,
-                          "network_out_bytes": u.network_out_bytes, "pids": u.pids},
-                    workspace_id=rec.workspace_id, sandbox_id=rec.sandbox_id,
+                    session,
+                    channel="metrics",
+                    event="metrics_sample",
+                    data={
+                        "sandbox_id": rec.sandbox_id,
+                        "cpu_usage_percent": u.cpu_percent,
+                        "memory_usage_mb": u.memory_mb,
+                        "memory_usage_percent": u.memory_percent,
+                        "network_in_bytes": u.network_in_bytes,
+                        "network_out_bytes": u.network_out_bytes,
+                        "pids": u.pids,
+                    },
+                    workspace_id=rec.workspace_id,
+                    sandbox_id=rec.sandbox_id,
                 )
             for line in obs.logs:
                 events.append(
-                    session, channel="logs", event="log",
-                    data={"timestamp": iso(line.timestamp), "level": line.level,
-                          "message": line.message, "stream": line.stream},
-                    workspace_id=rec.workspace_id, sandbox_id=rec.sandbox_id,
+                    session,
+                    channel="logs",
+                    event="log",
+                    data={
+                        "timestamp": iso(line.timestamp),
+                        "level": line.level,
+                        "message": line.message,
+                        "stream": line.stream,
+                    },
+                    workspace_id=rec.workspace_id,
+                    sandbox_id=rec.sandbox_id,
                 )
-            await session.execute(delete(MetricsSample).where(
-                MetricsSample.sandbox_id == rec.sandbox_id,
-                MetricsSample.sampled_at < now - METRICS_RETENTION,
-            ))
+            await session.execute(
+                delete(MetricsSample).where(
+                    MetricsSample.sandbox_id == rec.sandbox_id,
+                    MetricsSample.sampled_at < now - METRICS_RETENTION,
+                )
+            )
             await _prune_logs(session, rec.sandbox_id)
             await session.commit()
 
@@ -269,9 +309,11 @@ async def _prune_logs(session: AsyncSession, sandbox_id: str) -> None:
         .limit(1)
     )
     if cutoff is not None:
-        await session.execute(delete(Event).where(
-            Event.sandbox_id == sandbox_id, Event.channel == "logs", Event.id <= cutoff
-        ))
+        await session.execute(
+            delete(Event).where(
+                Event.sandbox_id == sandbox_id, Event.channel == "logs", Event.id <= cutoff
+            )
+        )
 
 
 def _exit_reason(state: ContainerState) -> str:

@@ -18,8 +18,12 @@ class StoreActivities:
         """Append one event to the durable log; returns its id."""
         async with self._sessions() as session:
             row = events.append(
-                session, channel=item.channel, event=item.event, data=item.data,
-                workspace_id=item.workspace_id, sandbox_id=item.sandbox_id,
+                session,
+                channel=item.channel,
+                event=item.event,
+                data=item.data,
+                workspace_id=item.workspace_id,
+                sandbox_id=item.sandbox_id,
                 collaboration_id=item.collaboration_id,
             )
             await session.commit()

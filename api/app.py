@@ -27,8 +27,12 @@ log = logging.getLogger("aintandem.api")
 _ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     code: {"model": ErrorEnvelope, "description": desc}
     for code, desc in {
-        400: "Bad request", 401: "Authentication required or failed", 404: "Not found",
-        409: "Conflict", 422: "Validation error", 429: "Rate limit exceeded",
+        400: "Bad request",
+        401: "Authentication required or failed",
+        404: "Not found",
+        409: "Conflict",
+        422: "Validation error",
+        429: "Rate limit exceeded",
         500: "Internal error",
     }.items()
 }
@@ -67,8 +71,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses=_ERROR_RESPONSES,
     )
     errors.install(app)
-    for router in (auth.router, workspaces.router, workspaces.config_router, sandboxes.router,
-                   sandboxes.config_router, messages.router, monitoring.router, system.router):
+    for router in (
+        auth.router,
+        workspaces.router,
+        workspaces.config_router,
+        sandboxes.router,
+        sandboxes.config_router,
+        messages.router,
+        monitoring.router,
+        system.router,
+    ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(ws.router)
 

@@ -22,8 +22,10 @@ class ConfigRoute(APIRoute):
                 return await handler(request)
             except RequestValidationError as exc:
                 errors = list(exc.errors())
-                if errors and all(e.get("loc", ("",))[0] == "body" for e in errors) and not any(
-                    e.get("type") == "json_invalid" for e in errors
+                if (
+                    errors
+                    and all(e.get("loc", ("",))[0] == "body" for e in errors)
+                    and not any(e.get("type") == "json_invalid" for e in errors)
                 ):
                     raise ConfigurationInvalid(
                         "Configuration is invalid", {"fields": field_errors(errors)}

@@ -35,29 +35,62 @@ def load() -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", action="append", metavar="NAME",
-                   help="run only this benchmark (repeatable, or comma-separated)")
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        help="run only this benchmark (repeatable, or comma-separated)",
+    )
     p.add_argument("--quick", action="store_true", help="small sample sizes (a smoke run)")
-    p.add_argument("--json", type=Path, default=DEFAULT_JSON, metavar="PATH",
-                   help=f"where to write the results (default {DEFAULT_JSON})")
+    p.add_argument(
+        "--json",
+        type=Path,
+        default=DEFAULT_JSON,
+        metavar="PATH",
+        help=f"where to write the results (default {DEFAULT_JSON})",
+    )
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     p.add_argument("--quiet", action="store_true", help="only the final table")
     stack = p.add_argument_group("stack")
-    stack.add_argument("--database-url", default=None,
-                       help="platform database (default: a migrated SQLite file in a temp dir)")
-    stack.add_argument("--temporal-db", choices=("file", "memory"), default="file",
-                       help="dev server persistence: a SQLite file with WAL as `aintandem up` "
-                            "runs it (default), or in memory as the tests do")
-    stack.add_argument("--health-interval", type=float, default=10.0, metavar="SECONDS",
-                       help="sandbox health loop interval (default 10, the platform's default)")
+    stack.add_argument(
+        "--database-url",
+        default=None,
+        help="platform database (default: a migrated SQLite file in a temp dir)",
+    )
+    stack.add_argument(
+        "--temporal-db",
+        choices=("file", "memory"),
+        default="file",
+        help="dev server persistence: a SQLite file with WAL as `aintandem up` "
+        "runs it (default), or in memory as the tests do",
+    )
+    stack.add_argument(
+        "--health-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="sandbox health loop interval (default 10, the platform's default)",
+    )
     lc = p.add_argument_group("sandbox_lifecycle")
-    lc.add_argument("--sandboxes", type=int, default=None, metavar="N",
-                    help="sandboxes measured (default 20, 5 with --quick)")
+    lc.add_argument(
+        "--sandboxes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="sandboxes measured (default 20, 5 with --quick)",
+    )
     lc.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
-    lc.add_argument("--poll-ms", type=float, default=25.0,
-                    help="GET /sandboxes/{id} poll interval (default 25 ms)")
+    lc.add_argument(
+        "--poll-ms",
+        type=float,
+        default=25.0,
+        help="GET /sandboxes/{id} poll interval (default 25 ms)",
+    )
     return p
 
 
@@ -67,8 +100,9 @@ def selected(only: list[str] | None) -> list[str]:
     names = [n.strip() for item in only for n in item.split(",") if n.strip()]
     unknown = [n for n in names if n not in REGISTRY]
     if unknown:
-        raise SystemExit(f"unknown benchmark(s): {', '.join(unknown)}; "
-                         f"known: {', '.join(REGISTRY)}")
+        raise SystemExit(
+            f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(REGISTRY)}"
+        )
     return names
 
 
@@ -77,14 +111,25 @@ def render(results: list[Result]) -> str:
     for r in results:
         ours = stats.fmt_number(r.ours)
         base = stats.fmt_number(r.baseline)
-        rows.append((r.benchmark, r.metric, ours, base, stats.fmt_ratio(r.ratio),
-                     stats.fmt_goal(r.goal, r.higher_is_better), r.verdict))
-    return stats.render_table(HEADERS, rows, align_right=(False, False, True, True, True, False,
-                                                          False))
+        rows.append(
+            (
+                r.benchmark,
+                r.metric,
+                ours,
+                base,
+                stats.fmt_ratio(r.ratio),
+                stats.fmt_goal(r.goal, r.higher_is_better),
+                r.verdict,
+            )
+        )
+    return stats.render_table(
+        HEADERS, rows, align_right=(False, False, True, True, True, False, False)
+    )
 
 
-async def run(args: argparse.Namespace, names: list[str]) -> tuple[list[Result], list[str],
-                                                                   dict[str, str]]:
+async def run(
+    args: argparse.Namespace, names: list[str]
+) -> tuple[list[Result], list[str], dict[str, str]]:
     results: list[Result] = []
     errors: dict[str, str] = {}
     async with AsyncExitStack() as exit_stack:

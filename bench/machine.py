@@ -60,5 +60,7 @@ def machine_info() -> dict[str, Any]:
 
 
 def describe(info: dict[str, Any]) -> str:
-    return (f"{info['date']}  nproc={info['nproc']}  memory={info['memory_gib']} GiB  "
-            f"cpu={info['cpu_model']}  python={info['python']}  docker={info['docker']}")
+    return (
+        f"{info['date']}  nproc={info['nproc']}  memory={info['memory_gib']} GiB  "
+        f"cpu={info['cpu_model']}  python={info['python']}  docker={info['docker']}"
+    )

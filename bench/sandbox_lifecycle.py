@@ -63,9 +63,15 @@ def _demux_stdout(data: bytes) -> bytes:
 
 def raw_health(api: docker.APIClient, container: str, timeout: float = 5.0) -> bool:
     """One health exec of the agent runtime, as the platform runs it (stdin request line)."""
-    exec_id = api.exec_create(container, ["python3", AGENT_RUNTIME_PATH, "tool"], stdin=True,
-                              stdout=True, stderr=True, tty=False,
-                              workdir=SANDBOX_WORKSPACE)["Id"]
+    exec_id = api.exec_create(
+        container,
+        ["python3", AGENT_RUNTIME_PATH, "tool"],
+        stdin=True,
+        stdout=True,
+        stderr=True,
+        tty=False,
+        workdir=SANDBOX_WORKSPACE,
+    )["Id"]
     sock = api.exec_start(exec_id, socket=True)
     raw = getattr(sock, "_sock", sock)
     received = bytearray()
@@ -83,8 +89,11 @@ def raw_health(api: docker.APIClient, container: str, timeout: float = 5.0) -> b
             sock.close()
         with contextlib.suppress(Exception):
             raw.close()
-    lines = [ln for ln in _demux_stdout(bytes(received)).decode(errors="replace").splitlines()
-             if ln.strip()]
+    lines = [
+        ln
+        for ln in _demux_stdout(bytes(received)).decode(errors="replace").splitlines()
+        if ln.strip()
+    ]
     try:
         return bool(lines and json.loads(lines[-1]).get("ok"))
     except ValueError:
@@ -124,9 +133,15 @@ def raw_cycle(client: docker.DockerClient, kwargs: dict[str, Any]) -> RawCycle:
     t1 = time.perf_counter()
     container.stop(timeout=10)
     t_stopped = time.perf_counter()
-    return RawCycle((t_created - t0) * 1000, (t_started - t_created) * 1000,
-                    (t_started - t0) * 1000, (t_ready - t_started) * 1000, (t_ready - t0) * 1000,
-                    (t_stopped - t1) * 1000, attempts)
+    return RawCycle(
+        (t_created - t0) * 1000,
+        (t_started - t_created) * 1000,
+        (t_started - t0) * 1000,
+        (t_ready - t_started) * 1000,
+        (t_ready - t0) * 1000,
+        (t_stopped - t1) * 1000,
+        attempts,
+    )
 
 
 # -- instrumentation of the in-process worker's DockerRuntime ------------------------------------
@@ -137,14 +152,14 @@ class DockerProbe:
     """Timing wrappers on one DockerRuntime instance: (method, sandbox_id) → [ms, ...]."""
 
     calls: dict[str, list[tuple[str, float, float]]] = field(
-        default_factory=lambda: defaultdict(list))  # sandbox_id -> [(method, t_start, ms)]
+        default_factory=lambda: defaultdict(list)
+    )  # sandbox_id -> [(method, t_start, ms)]
     _installed: list[tuple[Any, str]] = field(default_factory=list)
     # _exec_exit_code gets an exec id, not a sandbox id: attributed to the health call around it.
     _current: dict[str, str] = field(default_factory=dict)
 
     def install(self, runtime: Any) -> None:
-        for method in ("ensure_container", "start", "health", "inspect", "stop",
-                       "_exec_exit_code"):
+        for method in ("ensure_container", "start", "health", "inspect", "stop", "_exec_exit_code"):
             original = getattr(runtime, method, None)
             if original is None:  # renamed since: profile without it
                 continue
@@ -178,8 +193,9 @@ class DockerProbe:
         return timed
 
     def total(self, sandbox_id: str, method: str, begin: float, end: float) -> tuple[float, int]:
-        picked = [ms for m, t, ms in self.calls.get(sandbox_id, []) if m == method
-                  and begin <= t <= end]
+        picked = [
+            ms for m, t, ms in self.calls.get(sandbox_id, []) if m == method and begin <= t <= end
+        ]
         return sum(picked), len(picked)
 
 
@@ -203,8 +219,9 @@ class SandboxWentToError(RuntimeError):
     pass
 
 
-async def _poll(http: Any, headers: dict[str, str], sid: str, status: str, interval: float,
-                get_ms: list[float]) -> tuple[float, float, int]:
+async def _poll(
+    http: Any, headers: dict[str, str], sid: str, status: str, interval: float, get_ms: list[float]
+) -> tuple[float, float, int]:
     """GET until `status`; (perf_counter, wall) when seen, and how many GETs it took (each
     GET's duration is appended to `get_ms`)."""
     polls = 0
@@ -222,15 +239,20 @@ async def _poll(http: Any, headers: dict[str, str], sid: str, status: str, inter
         if data["status"] == "error":
             raise SandboxWentToError(f"sandbox {sid} went to error: {data.get('status_reason')}")
         if time.perf_counter() > deadline:
-            raise RuntimeError(f"sandbox {sid} not {status} after {POLL_TIMEOUT_SECONDS:.0f} s "
-                               f"(last: {data['status']})")
+            raise RuntimeError(
+                f"sandbox {sid} not {status} after {POLL_TIMEOUT_SECONDS:.0f} s "
+                f"(last: {data['status']})"
+            )
         await asyncio.sleep(interval)
 
 
-async def platform_cycle(http: Any, headers: dict[str, str], workspace_id: str,
-                         interval: float) -> PlatformCycle:
-    body = {"name": f"bench-{uuid.uuid4().hex[:8]}",
-            "agent_config": {"primary_agent": {"name": "lead", "role": "Engineer"}}}
+async def platform_cycle(
+    http: Any, headers: dict[str, str], workspace_id: str, interval: float
+) -> PlatformCycle:
+    body = {
+        "name": f"bench-{uuid.uuid4().hex[:8]}",
+        "agent_config": {"primary_agent": {"name": "lead", "role": "Engineer"}},
+    }
     w_create = time.time()
     t0 = time.perf_counter()
     r = await http.post(f"/workspaces/{workspace_id}/sandboxes", headers=headers, json=body)
@@ -239,8 +261,9 @@ async def platform_cycle(http: Any, headers: dict[str, str], workspace_id: str,
         raise RuntimeError(f"create sandbox: {r.status_code} {r.text}")
     sid = r.json()["data"]["sandbox_id"]
     get_ms: list[float] = []
-    t_running, w_running, polls_running = await _poll(http, headers, sid, "running", interval,
-                                                      get_ms)
+    t_running, w_running, polls_running = await _poll(
+        http, headers, sid, "running", interval, get_ms
+    )
 
     w_stop = time.time()
     t1 = time.perf_counter()
@@ -248,19 +271,41 @@ async def platform_cycle(http: Any, headers: dict[str, str], workspace_id: str,
     t_post_stop = time.perf_counter()
     if r.status_code != 202:
         raise RuntimeError(f"stop sandbox {sid}: {r.status_code} {r.text}")
-    t_stopped, w_stopped, polls_stopped = await _poll(http, headers, sid, "stopped", interval,
-                                                      get_ms)
+    t_stopped, w_stopped, polls_stopped = await _poll(
+        http, headers, sid, "stopped", interval, get_ms
+    )
     return PlatformCycle(
-        sid, (t_running - t0) * 1000, (t_stopped - t1) * 1000, (t_post - t0) * 1000,
-        (t_post_stop - t1) * 1000, polls_running, polls_stopped, get_ms,
-        {"create_sent": w_create, "running_seen": w_running, "stop_sent": w_stop,
-         "stopped_seen": w_stopped},
+        sid,
+        (t_running - t0) * 1000,
+        (t_stopped - t1) * 1000,
+        (t_post - t0) * 1000,
+        (t_post_stop - t1) * 1000,
+        polls_running,
+        polls_stopped,
+        get_ms,
+        {
+            "create_sent": w_create,
+            "running_seen": w_running,
+            "stop_sent": w_stop,
+            "stopped_seen": w_stopped,
+        },
     )
 
 
 def _host_config_diff(client: docker.DockerClient, a: str, b: str) -> dict[str, Any]:
-    keys = ("Memory", "MemorySwap", "NanoCpus", "PidsLimit", "CapDrop", "SecurityOpt", "Init",
-            "Privileged", "LogConfig", "NetworkMode", "ReadonlyRootfs")
+    keys = (
+        "Memory",
+        "MemorySwap",
+        "NanoCpus",
+        "PidsLimit",
+        "CapDrop",
+        "SecurityOpt",
+        "Init",
+        "Privileged",
+        "LogConfig",
+        "NetworkMode",
+        "ReadonlyRootfs",
+    )
     ha = client.api.inspect_container(a)["HostConfig"]
     hb = client.api.inspect_container(b)["HostConfig"]
     return {k: (ha.get(k), hb.get(k)) for k in keys if ha.get(k) != hb.get(k)}
@@ -277,8 +322,14 @@ async def run(ctx: BenchContext) -> list[Result]:
     stack = await ctx.stack()
     http, dk = stack.http, stack.docker
     acc = await stack.account()
-    r = await http.post("/workspaces", headers=acc.headers, json={
-        "name": f"bench-{uuid.uuid4().hex[:6]}", "settings": {"max_sandboxes": n + warmup + 1}})
+    r = await http.post(
+        "/workspaces",
+        headers=acc.headers,
+        json={
+            "name": f"bench-{uuid.uuid4().hex[:6]}",
+            "settings": {"max_sandboxes": n + warmup + 1},
+        },
+    )
     if r.status_code != 201:
         raise RuntimeError(f"create workspace: {r.status_code} {r.text}")
     wid = r.json()["data"]["workspace_id"]
@@ -294,8 +345,11 @@ async def run(ctx: BenchContext) -> list[Result]:
 
     def kwargs_for_raw(resources: dict[str, Any]) -> dict[str, Any]:
         spec = ContainerSpec(
-            sandbox_id="sb_bench_raw", workspace_id=wid, name="bench-raw",
-            image=stack.settings.sandbox_image, memory_mb=int(resources["memory_mb"]),
+            sandbox_id="sb_bench_raw",
+            workspace_id=wid,
+            name="bench-raw",
+            image=stack.settings.sandbox_image,
+            memory_mb=int(resources["memory_mb"]),
             cpu_cores=float(resources["cpu_cores"]),
             max_processes=int(resources["max_processes"]),
         )
@@ -310,9 +364,11 @@ async def run(ctx: BenchContext) -> list[Result]:
         return {**raw_kwargs, "name": f"aintandem-bench-raw-{run_tag}-{uuid.uuid4().hex[:6]}"}
 
     try:
-        ctx.log(f"{NAME}: warm-up ({warmup} of each), then {n} sequential rounds "
-                f"(poll every {ctx.args.poll_ms} ms, health interval "
-                f"{stack.settings.sandbox_health_interval_seconds:g} s)")
+        ctx.log(
+            f"{NAME}: warm-up ({warmup} of each), then {n} sequential rounds "
+            f"(poll every {ctx.args.poll_ms} ms, health interval "
+            f"{stack.settings.sandbox_health_interval_seconds:g} s)"
+        )
         i = retries = 0
         checked_host_config = False
         while i < warmup + n:
@@ -321,8 +377,9 @@ async def run(ctx: BenchContext) -> list[Result]:
                 if platform_first or raw_kwargs is None:
                     cycle = await platform_cycle(http, acc.headers, wid, interval)
                     if raw_kwargs is None:
-                        detail = (await http.get(f"/sandboxes/{cycle.sandbox_id}",
-                                                 headers=acc.headers)).json()["data"]
+                        detail = (
+                            await http.get(f"/sandboxes/{cycle.sandbox_id}", headers=acc.headers)
+                        ).json()["data"]
                         raw_kwargs = kwargs_for_raw(detail["resources"])
                     rc = await asyncio.to_thread(raw_cycle, dk, next_raw_kwargs())
                 else:
@@ -339,8 +396,9 @@ async def run(ctx: BenchContext) -> list[Result]:
                 continue
             if not checked_host_config:
                 try:
-                    some_raw = dk.containers.list(all=True,
-                                                  filters={"label": f"{RAW_LABEL}={run_tag}"})
+                    some_raw = dk.containers.list(
+                        all=True, filters={"label": f"{RAW_LABEL}={run_tag}"}
+                    )
                     diff = _host_config_diff(dk, f"aintandem-{cycle.sandbox_id}", some_raw[0].id)
                     checked_host_config = True
                 except docker.errors.NotFound:
@@ -351,9 +409,11 @@ async def run(ctx: BenchContext) -> list[Result]:
             if i >= warmup:
                 raw.append(rc)
                 ours.append(cycle)
-                ctx.log(f"  round {i - warmup + 1:>2}/{n}: ours create→running "
-                        f"{cycle.create_running_ms:7.1f} ms, stop {cycle.stop_ms:7.1f} ms | raw "
-                        f"create+start+health {rc.ready_ms:6.1f} ms, stop {rc.stop_ms:6.1f} ms")
+                ctx.log(
+                    f"  round {i - warmup + 1:>2}/{n}: ours create→running "
+                    f"{cycle.create_running_ms:7.1f} ms, stop {cycle.stop_ms:7.1f} ms | raw "
+                    f"create+start+health {rc.ready_ms:6.1f} ms, stop {rc.stop_ms:6.1f} ms"
+                )
             i += 1
         profile = await _profile(stack, probe, ours)
     finally:
@@ -363,8 +423,9 @@ async def run(ctx: BenchContext) -> list[Result]:
     return _results(ours, raw, profile, n, stack, ctx, notes)
 
 
-async def _profile(stack: Any, probe: DockerProbe, ours: list[PlatformCycle]
-                   ) -> dict[str, list[float]]:
+async def _profile(
+    stack: Any, probe: DockerProbe, ours: list[PlatformCycle]
+) -> dict[str, list[float]]:
     """Per-sandbox breakdowns (ms) of both phases, gathered into lists per part."""
     out: dict[str, list[float]] = defaultdict(list)
     for c in ours:
@@ -372,14 +433,22 @@ async def _profile(stack: Any, probe: DockerProbe, ours: list[PlatformCycle]
         w = c.wall
         if tl.started is not None:
             out["create: POST → workflow started"].append((tl.started - w["create_sent"]) * 1000)
-        for phase, begin, end in (("create", w["create_sent"], w["running_seen"]),
-                                  ("stop", w["stop_sent"], w["stopped_seen"])):
+        for phase, begin, end in (
+            ("create", w["create_sent"], w["running_seen"]),
+            ("stop", w["stop_sent"], w["stopped_seen"]),
+        ):
             parts = breakdown(tl, begin, end) | workflow_task_stats(tl, begin, end)
             for part, ms in parts.items():
                 out[f"{phase}: {part}"].append(ms)
             # Inside the Docker activities (worker-side wrappers).
-            for method in ("ensure_container", "start", "health", "_exec_exit_code", "inspect",
-                           "stop"):
+            for method in (
+                "ensure_container",
+                "start",
+                "health",
+                "_exec_exit_code",
+                "inspect",
+                "stop",
+            ):
                 total, count = probe.total(c.sandbox_id, method, begin, end)
                 if count:
                     out[f"{phase}: docker {method}"].append(total)
@@ -391,13 +460,18 @@ async def _profile(stack: Any, probe: DockerProbe, ours: list[PlatformCycle]
             for act in tl.activities:
                 if act.name != act_name or not begin <= act.scheduled <= end:
                     continue
-                inside = [(t, t + ms / 1000) for _, t, ms in probe.calls.get(c.sandbox_id, [])
-                          if act.scheduled <= t <= (act.completed or end)]
+                inside = [
+                    (t, t + ms / 1000)
+                    for _, t, ms in probe.calls.get(c.sandbox_id, [])
+                    if act.scheduled <= t <= (act.completed or end)
+                ]
                 if inside and act.started is not None and act.completed is not None:
                     out[f"{phase}: {act_name} hand-off to thread"].append(
-                        (inside[0][0] - act.started) * 1000)
+                        (inside[0][0] - act.started) * 1000
+                    )
                     out[f"{phase}: {act_name} completion report"].append(
-                        (act.completed - max(e for _, e in inside)) * 1000)
+                        (act.completed - max(e for _, e in inside)) * 1000
+                    )
         out["create: POST /sandboxes response"].append(c.post_create_ms)
         out["stop: POST /stop response"].append(c.post_stop_ms)
         out["GET /sandboxes/{id} (poll)"].extend(c.get_ms)
@@ -406,8 +480,9 @@ async def _profile(stack: Any, probe: DockerProbe, ours: list[PlatformCycle]
     return out
 
 
-async def _cleanup(ctx: BenchContext, stack: Any, headers: dict[str, str], wid: str,
-                   run_tag: str) -> None:
+async def _cleanup(
+    ctx: BenchContext, stack: Any, headers: dict[str, str], wid: str, run_tag: str
+) -> None:
     """DELETE the workspace through the API (its sandboxes' containers go with it), then make
     sure: no container of this workspace or of this run's raw baseline is left."""
     try:
@@ -430,31 +505,74 @@ def _p(values: list[float], q: float) -> float | None:
     return stats.percentile(values, q) if values else None
 
 
-def _results(ours: list[PlatformCycle], raw: list[RawCycle], profile: dict[str, list[float]],
-             n: int, stack: Any, ctx: BenchContext, notes: list[str]) -> list[Result]:
+def _results(
+    ours: list[PlatformCycle],
+    raw: list[RawCycle],
+    profile: dict[str, list[float]],
+    n: int,
+    stack: Any,
+    ctx: BenchContext,
+    notes: list[str],
+) -> list[Result]:
     created = [c.create_running_ms for c in ours]
     stopped = [c.stop_ms for c in ours]
     raw_ready = [r.ready_ms for r in raw]
     raw_cs = [r.create_start_ms for r in raw]
     raw_stop = [r.stop_ms for r in raw]
-    samples = {"ours_create_running_ms": created, "ours_stop_ms": stopped,
-               "raw_create_start_health_ms": raw_ready, "raw_create_start_ms": raw_cs,
-               "raw_stop_ms": raw_stop, "raw_create_ms": [r.create_ms for r in raw],
-               "raw_start_ms": [r.start_ms for r in raw],
-               "raw_health_ms": [r.health_ms for r in raw],
-               "raw_health_attempts": [r.health_attempts for r in raw]}
+    samples = {
+        "ours_create_running_ms": created,
+        "ours_stop_ms": stopped,
+        "raw_create_start_health_ms": raw_ready,
+        "raw_create_start_ms": raw_cs,
+        "raw_stop_ms": raw_stop,
+        "raw_create_ms": [r.create_ms for r in raw],
+        "raw_start_ms": [r.start_ms for r in raw],
+        "raw_health_ms": [r.health_ms for r in raw],
+        "raw_health_attempts": [r.health_attempts for r in raw],
+    }
     base = "raw docker-py create+start+health"
     rows = [
-        Result(NAME, "create→running p50 ms", _p(created, 50), _p(raw_ready, 50), GOAL,
-               baseline_name=base, samples=samples),
-        Result(NAME, "create→running p95 ms", _p(created, 95), _p(raw_ready, 95), GOAL,
-               baseline_name=base),
-        Result(NAME, "stop p50 ms", _p(stopped, 50), _p(raw_stop, 50), GOAL,
-               baseline_name="raw docker-py stop"),
-        Result(NAME, "stop p95 ms", _p(stopped, 95), _p(raw_stop, 95), GOAL,
-               baseline_name="raw docker-py stop"),
-        Result(NAME, "create→running p50 vs raw create+start (no health wait)", _p(created, 50),
-               _p(raw_cs, 50), None, baseline_name="raw docker-py create+start"),
+        Result(
+            NAME,
+            "create→running p50 ms",
+            _p(created, 50),
+            _p(raw_ready, 50),
+            GOAL,
+            baseline_name=base,
+            samples=samples,
+        ),
+        Result(
+            NAME,
+            "create→running p95 ms",
+            _p(created, 95),
+            _p(raw_ready, 95),
+            GOAL,
+            baseline_name=base,
+        ),
+        Result(
+            NAME,
+            "stop p50 ms",
+            _p(stopped, 50),
+            _p(raw_stop, 50),
+            GOAL,
+            baseline_name="raw docker-py stop",
+        ),
+        Result(
+            NAME,
+            "stop p95 ms",
+            _p(stopped, 95),
+            _p(raw_stop, 95),
+            GOAL,
+            baseline_name="raw docker-py stop",
+        ),
+        Result(
+            NAME,
+            "create→running p50 vs raw create+start (no health wait)",
+            _p(created, 50),
+            _p(raw_cs, 50),
+            None,
+            baseline_name="raw docker-py create+start",
+        ),
     ]
     # Profile rows (p50 over the sandboxes; informational). The docker-activity row is compared
     # with the same raw work so the activity's own overhead shows.
@@ -498,9 +616,18 @@ def _results(ours: list[PlatformCycle], raw: list[RawCycle], profile: dict[str, 
         if not values:
             continue
         unit = "count" if key.endswith("tasks") else "ms"
-        rows.append(Result(NAME, f"  {key} p50{' ms' if unit == 'ms' else ''}", _p(values, 50),
-                           _p(baseline, 50) if baseline else None, None, unit=unit,
-                           note="profile", samples={"values": values}))
+        rows.append(
+            Result(
+                NAME,
+                f"  {key} p50{' ms' if unit == 'ms' else ''}",
+                _p(values, 50),
+                _p(baseline, 50) if baseline else None,
+                None,
+                unit=unit,
+                note="profile",
+                samples={"values": values},
+            )
+        )
     health_calls = profile.get("create: docker health calls")
     notes += [
         f"N={n} sandboxes sequentially, warm-up {ctx.args.warmup} of each; raw and platform "

@@ -94,8 +94,9 @@ class Stack:
     async def account(self) -> Account:
         email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
         password = "bench password 123"
-        r = await self.http.post("/auth/register",
-                                 json={"email": email, "password": password, "name": "Bench"})
+        r = await self.http.post(
+            "/auth/register", json={"email": email, "password": password, "name": "Bench"}
+        )
         r.raise_for_status()
         r = await self.http.post("/auth/login", json={"email": email, "password": password})
         r.raise_for_status()
@@ -109,9 +110,16 @@ class _UvicornThread:
     def __init__(self, app: Any, port: int) -> None:
         import uvicorn
 
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                access_log=False, lifespan="on", ws_ping_interval=20,
-                                ws_ping_timeout=20)
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            ws_ping_interval=20,
+            ws_ping_timeout=20,
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="bench-api", daemon=True)
 
@@ -149,22 +157,32 @@ async def start_stack(args: argparse.Namespace) -> AsyncIterator[Stack]:
         if getattr(args, "temporal_db", "file") == "file":
             # What `aintandem up` runs: a SQLite file with WAL (cli/up.py temporal_command).
             db_file = str(tmp / "temporal.db")
-            extra += ["--sqlite-pragma", "journal_mode=wal",
-                      "--sqlite-pragma", "synchronous=normal"]
+            extra += [
+                "--sqlite-pragma",
+                "journal_mode=wal",
+                "--sqlite-pragma",
+                "synchronous=normal",
+            ]
         env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=temporal_cli(), dev_server_database_filename=db_file,
-            dev_server_extra_args=extra, port=free_port(),
+            dev_server_existing_path=temporal_cli(),
+            dev_server_database_filename=db_file,
+            dev_server_extra_args=extra,
+            port=free_port(),
         )
         try:
             address = str(env.client.service_client.config.target_host)
-            database_url = getattr(args, "database_url", None) or \
-                f"sqlite+aiosqlite:///{tmp / 'aintandem.db'}"
+            database_url = (
+                getattr(args, "database_url", None) or f"sqlite+aiosqlite:///{tmp / 'aintandem.db'}"
+            )
             await asyncio.to_thread(upgrade, database_url)
             api_port = free_port()
             settings = bench_settings(
-                database_url, tmp, temporal_address=address,
+                database_url,
+                tmp,
+                temporal_address=address,
                 task_queue=f"bench-{uuid.uuid4().hex[:8]}",
-                api_port=api_port, public_url=f"http://127.0.0.1:{api_port}",
+                api_port=api_port,
+                public_url=f"http://127.0.0.1:{api_port}",
                 sandbox_health_interval_seconds=float(getattr(args, "health_interval", 10.0)),
             )
             engine = create_engine(settings.resolved_database_url)
@@ -179,8 +197,16 @@ async def start_stack(args: argparse.Namespace) -> AsyncIterator[Stack]:
                         base_url = f"http://127.0.0.1:{api_port}/api/v1"
                         try:
                             async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
-                                yield Stack(settings, base_url, http, env.client, address,
-                                            docker_client, activities, sessions)
+                                yield Stack(
+                                    settings,
+                                    base_url,
+                                    http,
+                                    env.client,
+                                    address,
+                                    docker_client,
+                                    activities,
+                                    sessions,
+                                )
                         finally:
                             await asyncio.to_thread(api.stop)
             finally:

@@ -52,8 +52,9 @@ def ratio(ours: float | None, baseline: float | None) -> float | None:
     return ours / baseline
 
 
-def verdict(ours: float | None, baseline: float | None, goal: float | None,
-            higher_is_better: bool = False) -> str:
+def verdict(
+    ours: float | None, baseline: float | None, goal: float | None, higher_is_better: bool = False
+) -> str:
     """PASS/FAIL against a goal on the ratio ours/baseline.
 
     For latencies (lower is better) the goal is a maximum ratio (ours <= goal * baseline); for
@@ -88,8 +89,9 @@ def fmt_goal(goal: float | None, higher_is_better: bool = False) -> str:
     return f"{'>=' if higher_is_better else '<='} {goal:g}x"
 
 
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
-                 align_right: Sequence[bool] | None = None) -> str:
+def render_table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], align_right: Sequence[bool] | None = None
+) -> str:
     """A plain-text table with a header rule; columns padded to their widest cell."""
     ncols = len(headers)
     for row in rows:
@@ -99,8 +101,9 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]],
     widths = [max([len(h)] + [len(row[i]) for row in rows]) for i, h in enumerate(headers)]
 
     def line(cells: Sequence[str]) -> str:
-        out = [c.rjust(w) if r else c.ljust(w)
-               for c, w, r in zip(cells, widths, right, strict=True)]
+        out = [
+            c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right, strict=True)
+        ]
         return "  ".join(out).rstrip()
 
     rule = "  ".join("-" * w for w in widths)

@@ -59,15 +59,21 @@ async def timeline(client: Any, workflow_id: str) -> WorkflowTimeline:
             started = t
         elif et == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             attrs = ev.activity_task_scheduled_event_attributes
-            spans[ev.event_id] = {"name": attrs.activity_type.name, "scheduled": t,
-                                  "started": None, "completed": None}
+            spans[ev.event_id] = {
+                "name": attrs.activity_type.name,
+                "scheduled": t,
+                "started": None,
+                "completed": None,
+            }
         elif et == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             sid = ev.activity_task_started_event_attributes.scheduled_event_id
             if sid in spans:
                 spans[sid]["started"] = t
-        elif et in (EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
-                    EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
-                    EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT):
+        elif et in (
+            EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED,
+            EventType.EVENT_TYPE_ACTIVITY_TASK_FAILED,
+            EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT,
+        ):
             sid = getattr(ev, _CLOSED_ATTRS[et]).scheduled_event_id
             if sid in spans:
                 spans[sid]["completed"] = t
@@ -82,8 +88,11 @@ async def timeline(client: Any, workflow_id: str) -> WorkflowTimeline:
             if sid in tasks:
                 tasks[sid][2] = t
     acts = sorted((ActivitySpan(**s) for s in spans.values()), key=lambda a: a.scheduled)
-    wts = [(s, st, c) for s, st, c in sorted(tasks.values(), key=lambda x: x[0] or 0.0)
-           if s is not None]
+    wts = [
+        (s, st, c)
+        for s, st, c in sorted(tasks.values(), key=lambda x: x[0] or 0.0)
+        if s is not None
+    ]
     return WorkflowTimeline(started, acts, wts)  # type: ignore[arg-type]
 
 
@@ -127,8 +136,7 @@ def workflow_task_stats(tl: WorkflowTimeline, begin: float, end: float) -> dict[
                 run += ms
                 if first_run is None:
                     first_run = ms
-    out = {"workflow tasks": float(count), "workflow task pickup": pickup,
-           "workflow task run": run}
+    out = {"workflow tasks": float(count), "workflow task pickup": pickup, "workflow task run": run}
     if first_run is not None:
         out["first workflow task run"] = first_run
     return out

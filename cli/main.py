@@ -17,8 +17,13 @@ def _cmd_api(_: argparse.Namespace) -> int:
 
     settings = get_settings()
     uvicorn.run(
-        create_app(settings), host=settings.api_host, port=settings.api_port,
-        log_level="warning", proxy_headers=True, ws_ping_interval=20, ws_ping_timeout=20,
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        proxy_headers=True,
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
     )
     return 0
 
@@ -62,16 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aintandem", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start Temporal, migrations, worker and API; Ctrl-C stops all")
-    up.add_argument("--no-docker", action="store_true",
-                    help="do not install/start the Docker engine or build the sandbox image")
+    up.add_argument(
+        "--no-docker",
+        action="store_true",
+        help="do not install/start the Docker engine or build the sandbox image",
+    )
     up.set_defaults(func=_cmd_up)
     sub.add_parser("api", help="run the API server alone").set_defaults(func=_cmd_api)
     sub.add_parser("worker", help="run a Temporal worker alone").set_defaults(func=_cmd_worker)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=_cmd_migrate)
-    image = sub.add_parser("image", help="the sandbox image").add_subparsers(dest="image_cmd",
-                                                                           required=True)
-    image.add_parser("build", help="install/start the Docker engine if needed and build the "
-                     "sandbox image locally (idempotent)").set_defaults(func=_cmd_image_build)
+    image = sub.add_parser("image", help="the sandbox image").add_subparsers(
+        dest="image_cmd", required=True
+    )
+    image.add_parser(
+        "build",
+        help="install/start the Docker engine if needed and build the "
+        "sandbox image locally (idempotent)",
+    ).set_defaults(func=_cmd_image_build)
     return parser
 
 

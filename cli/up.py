@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -23,10 +24,8 @@ _PR_SET_PDEATHSIG = 1
 
 def _die_with_parent() -> None:
     # If `up` itself is SIGKILLed, the kernel still terminates every child: nothing left behind.
-    try:
+    with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def temporal_binary() -> str:
@@ -39,14 +38,23 @@ def temporal_binary() -> str:
 
 def temporal_command(settings: Settings, headless: bool = False) -> list[str]:
     cmd = [
-        temporal_binary(), "server", "start-dev",
-        "--ip", "127.0.0.1",
-        "--port", str(settings.temporal_port),
-        "--ui-port", str(settings.temporal_ui_port),
-        "--db-filename", str(settings.data_dir / "temporal.db"),
-        "--sqlite-pragma", "journal_mode=wal",
-        "--sqlite-pragma", "synchronous=normal",
-        "--log-level", "warn",
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(settings.temporal_port),
+        "--ui-port",
+        str(settings.temporal_ui_port),
+        "--db-filename",
+        str(settings.data_dir / "temporal.db"),
+        "--sqlite-pragma",
+        "journal_mode=wal",
+        "--sqlite-pragma",
+        "synchronous=normal",
+        "--log-level",
+        "warn",
     ]
     if headless:
         cmd.append("--headless")
@@ -55,7 +63,9 @@ def temporal_command(settings: Settings, headless: bool = False) -> list[str]:
     return cmd
 
 
-def wait_for_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_for_port(
+    host: str, port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -73,10 +83,16 @@ class Supervisor:
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.log_dir = log_dir
 
-    def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def spawn(
+        self, name: str, cmd: list[str], env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
         with (self.log_dir / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=ROOT,
                 start_new_session=True,  # Ctrl-C reaches only us; we stop children in order
                 preexec_fn=_die_with_parent,
             )
@@ -148,8 +164,11 @@ def run_up(settings: Settings, with_docker: bool = True) -> int:
             f"  API metrics    {base}/metrics\n"
             f"  Worker metrics http://{_connect_host(settings.worker_metrics_host)}:"
             f"{settings.worker_metrics_port}/metrics\n"
-            + (f"  Temporal UI    http://127.0.0.1:{settings.temporal_ui_port}\n"
-               if not settings.temporal_address else "")
+            + (
+                f"  Temporal UI    http://127.0.0.1:{settings.temporal_ui_port}\n"
+                if not settings.temporal_address
+                else ""
+            )
             + f"  data           {settings.data_dir} (logs in {log_dir})\n"
             "Press Ctrl-C to stop.",
             flush=True,
@@ -157,8 +176,11 @@ def run_up(settings: Settings, with_docker: bool = True) -> int:
         while not stopping["flag"]:
             exited = sup.first_exited()
             if exited:
-                print(f"{exited[0]} exited with {exited[1]}; see {log_dir}/{exited[0]}.log",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"{exited[0]} exited with {exited[1]}; see {log_dir}/{exited[0]}.log",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 return 1
             time.sleep(0.5)
         return 0

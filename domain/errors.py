@@ -1,4 +1,4 @@
-"""Domain errors. They know nothing of HTTP: `api/errors.py` maps each to a status and the spec's code."""
+"""Domain errors, free of HTTP: `api/errors.py` maps each to a status and the spec's code."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Resource identifiers: a prefix plus 10 lowercase alphanumerics, and the workflow ids derived from them."""
+"""Resource ids (a prefix + 10 lowercase alphanumerics) and the workflow ids derived from them."""
 
 from __future__ import annotations
 

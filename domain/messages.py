@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 from enum import StrEnum
+from typing import Any
 
 
 class MessageStatus(StrEnum):
@@ -21,7 +21,7 @@ class Envelope:
     """What the inbox needs to order a message: the rest stays in the database."""
 
     message_id: str
-    priority: int  # 0–9, 9 highest
+    priority: int  # 0-9, 9 highest
     accepted_at: str  # ISO 8601, when the API accepted it (bounds the wait for the target)
     attempt: int = 1  # a retried message is a new delivery of the same id
 
@@ -99,7 +99,11 @@ INBOX_WORKFLOW = "Inbox"
 
 
 def inbox_signal_with_start(
-    *, to_sandbox_id: str, workspace_id: str, envelope: Envelope, task_queue: str,
+    *,
+    to_sandbox_id: str,
+    workspace_id: str,
+    envelope: Envelope,
+    task_queue: str,
     max_wait_seconds: float,
 ) -> dict[str, Any]:
     """Keyword arguments of `client.start_workflow` that enqueue one delivery into the target's
@@ -115,15 +119,18 @@ def inbox_signal_with_start(
 
     return {
         "workflow": INBOX_WORKFLOW,
-        "arg": InboxInput(sandbox_id=to_sandbox_id, workspace_id=workspace_id,
-                          max_wait_seconds=max_wait_seconds),
+        "arg": InboxInput(
+            sandbox_id=to_sandbox_id, workspace_id=workspace_id, max_wait_seconds=max_wait_seconds
+        ),
         "id": inbox_workflow_id(to_sandbox_id),
         "task_queue": task_queue,
         "start_signal": "enqueue",
         "start_signal_args": [envelope],
         "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
-        "search_attributes": TypedSearchAttributes([
-            SearchAttributePair(sa.WORKSPACE_ID, workspace_id),
-            SearchAttributePair(sa.SANDBOX_ID, to_sandbox_id),
-        ]),
+        "search_attributes": TypedSearchAttributes(
+            [
+                SearchAttributePair(sa.WORKSPACE_ID, workspace_id),
+                SearchAttributePair(sa.SANDBOX_ID, to_sandbox_id),
+            ]
+        ),
     }

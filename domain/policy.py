@@ -18,8 +18,11 @@ def _matches(rule: dict[str, Any], sender: str, target: str, message_type: str) 
     to = rule.get("to", "*")
     targets = to if isinstance(to, list) else [to]
     types = rule.get("message_types") or []
-    return (frm in ("*", sender)) and ("*" in targets or target in targets) and (
-        not types or message_type in types)
+    return (
+        (frm in ("*", sender))
+        and ("*" in targets or target in targets)
+        and (not types or message_type in types)
+    )
 
 
 def decide(policy: dict[str, Any] | None, sender: str, target: str, message_type: str) -> Decision:
@@ -30,9 +33,13 @@ def decide(policy: dict[str, Any] | None, sender: str, target: str, message_type
     rules = policy.get("rules") or []
     hit = next((r for r in rules if _matches(r, sender, target, message_type)), None)
     if mode == "deny_list" and hit is not None:
-        return Decision(False, f"collaboration policy denies {message_type} from {sender} to {target}")
+        return Decision(
+            False, f"collaboration policy denies {message_type} from {sender} to {target}"
+        )
     if mode == "allow_list" and hit is None:
-        return Decision(False, f"collaboration policy has no rule allowing {message_type} "
-                               f"from {sender} to {target}")
+        return Decision(
+            False,
+            f"collaboration policy has no rule allowing {message_type} from {sender} to {target}",
+        )
     approval = bool(hit and mode != "deny_list" and hit.get("approval_required"))
     return Decision(True, "allowed", approval)

@@ -22,16 +22,24 @@ def append(
 ) -> Event:
     """Stage one event in the caller's transaction, so it commits with the state it describes."""
     row = Event(
-        channel=channel, event=event, data=data, workspace_id=workspace_id,
-        sandbox_id=sandbox_id, collaboration_id=collaboration_id,
+        channel=channel,
+        event=event,
+        data=data,
+        workspace_id=workspace_id,
+        sandbox_id=sandbox_id,
+        collaboration_id=collaboration_id,
     )
     session.add(row)
     return row
 
 
 async def after(
-    session: AsyncSession, last_id: int, *, sandbox_id: str | None = None,
-    collaboration_id: str | None = None, limit: int = 500,
+    session: AsyncSession,
+    last_id: int,
+    *,
+    sandbox_id: str | None = None,
+    collaboration_id: str | None = None,
+    limit: int = 500,
 ) -> list[Event]:
     stmt = select(Event).where(Event.id > last_id)
     if sandbox_id is not None:

@@ -131,8 +131,10 @@ class MetricsSample(Base):
     """One resource-usage sample of a sandbox, taken by its workflow's health loop."""
 
     __tablename__ = "metrics_samples"
-    __table_args__ = (Index("ix_metrics_samples_sandbox_sampled", "sandbox_id", "sampled_at"),
-                      Index("ix_metrics_samples_workspace_sampled", "workspace_id", "sampled_at"))
+    __table_args__ = (
+        Index("ix_metrics_samples_sandbox_sampled", "sandbox_id", "sampled_at"),
+        Index("ix_metrics_samples_workspace_sampled", "workspace_id", "sampled_at"),
+    )
 
     id: Mapped[int] = mapped_column(EventIdType, primary_key=True, autoincrement=True)
     sandbox_id: Mapped[str] = mapped_column(ForeignKey("sandboxes.id", ondelete="CASCADE"))
@@ -207,8 +209,9 @@ class IdempotencyKey(Base):
 
     __tablename__ = "idempotency_keys"
 
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
-                                         primary_key=True)
+    user_id: Mapped[str] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     route: Mapped[str] = mapped_column(String(255))
     status_code: Mapped[int] = mapped_column(Integer)

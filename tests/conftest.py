@@ -25,7 +25,9 @@ from api.app import create_app
 from config.settings import Settings
 from store.migrate import upgrade
 
-PG_ADMIN_DSN = os.environ.get("AINTANDEM_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_DSN = os.environ.get(
+    "AINTANDEM_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 BACKENDS = os.environ.get("AINTANDEM_TEST_BACKENDS", "sqlite,postgres").split(",")
 
 
@@ -38,7 +40,9 @@ def _pg_url(dbname: str) -> str:
 
 
 @pytest.fixture(scope="session", params=BACKENDS)
-def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.db'}"
         upgrade(url)
@@ -113,12 +117,16 @@ class Account:
 async def new_account(client: httpx.AsyncClient, name: str = "Test User") -> Account:
     email = f"user-{uuid.uuid4().hex[:12]}@example.com"
     password = "correct horse battery"
-    r = await client.post("/api/v1/auth/register", json={"email": email, "password": password, "name": name})
+    r = await client.post(
+        "/api/v1/auth/register", json={"email": email, "password": password, "name": name}
+    )
     assert r.status_code == 201, r.text
     r = await client.post("/api/v1/auth/login", json={"email": email, "password": password})
     assert r.status_code == 200, r.text
     data = r.json()["data"]
-    return Account(data["user"]["user_id"], email, password, data["access_token"], data["refresh_token"])
+    return Account(
+        data["user"]["user_id"], email, password, data["access_token"], data["refresh_token"]
+    )
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -157,8 +165,11 @@ def pg_start_if_down() -> None:
     try:
         psycopg.connect(PG_ADMIN_DSN, connect_timeout=2).close()
     except psycopg.OperationalError:
-        subprocess.run("pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
-                       shell=True, check=False)
+        subprocess.run(
+            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+            shell=True,
+            check=False,
+        )
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

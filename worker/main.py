@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
@@ -34,7 +34,8 @@ async def connect(settings: Settings, runtime: Runtime | None = None, wait: floa
     while True:
         try:
             return await Client.connect(
-                settings.resolved_temporal_address, namespace=settings.temporal_namespace,
+                settings.resolved_temporal_address,
+                namespace=settings.temporal_namespace,
                 runtime=runtime,
             )
         except Exception:
@@ -50,11 +51,15 @@ class ActivitySet:
     messaging: MessagingActivities
 
 
-def build_activities(settings: Settings, sessions: async_sessionmaker[AsyncSession],
-                     client: Client) -> ActivitySet:
+def build_activities(
+    settings: Settings, sessions: async_sessionmaker[AsyncSession], client: Client
+) -> ActivitySet:
     runtime = DockerRuntime(image=settings.sandbox_image, installation=settings.installation_id)
-    return ActivitySet(StoreActivities(sessions), SandboxActivities(runtime, sessions),
-                       MessagingActivities(sessions, client, settings.task_queue))
+    return ActivitySet(
+        StoreActivities(sessions),
+        SandboxActivities(runtime, sessions),
+        MessagingActivities(sessions, client, settings.task_queue),
+    )
 
 
 def build_worker(
@@ -67,9 +72,17 @@ def build_worker(
         workflows=[SandboxWorkflow, InboxWorkflow, MessageDeliveryWorkflow],
         activities=[
             acts.store.append_event,
-            sandbox.start, sandbox.stop, sandbox.remove, sandbox.update_resources,
-            sandbox.observe, sandbox.record_status, sandbox.record_observation,
-            messaging.target_status, messaging.deliver, messaging.fail, messaging.enqueue,
+            sandbox.start,
+            sandbox.stop,
+            sandbox.remove,
+            sandbox.update_resources,
+            sandbox.observe,
+            sandbox.record_status,
+            sandbox.record_observation,
+            messaging.target_status,
+            messaging.deliver,
+            messaging.fail,
+            messaging.enqueue,
             messaging.set_status,
         ],
         activity_executor=executor,
@@ -115,8 +128,11 @@ async def run(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     with ThreadPoolExecutor(max_workers=64, thread_name_prefix="activity") as executor:
         worker = build_worker(client, settings, executor, activities)
-        log.info("worker polling task queue %r on %s", settings.task_queue,
-                 settings.resolved_temporal_address)
+        log.info(
+            "worker polling task queue %r on %s",
+            settings.task_queue,
+            settings.resolved_temporal_address,
+        )
         gauges = asyncio.create_task(refresh_gauges(session_factory(engine)))
         async with worker:
             await stop.wait()

@@ -18,8 +18,9 @@ from prometheus_client.registry import Collector
 
 log = logging.getLogger("aintandem.worker")
 
-SANDBOXES = Gauge("aintandem_sandbox_sandboxes", "Sandboxes by lifecycle status (read model)",
-                  ["status"])
+SANDBOXES = Gauge(
+    "aintandem_sandbox_sandboxes", "Sandboxes by lifecycle status (read model)", ["status"]
+)
 
 
 def free_port() -> int:

@@ -54,8 +54,11 @@ class InboxWorkflow:
         while True:
             await workflow.wait_condition(lambda: bool(self._pending))
             status = await workflow.execute_activity(
-                "inbox_target_status", inp.sandbox_id, start_to_close_timeout=p.STORE_TIMEOUT,
-                retry_policy=p.STORE_RETRY, result_type=str,
+                "inbox_target_status",
+                inp.sandbox_id,
+                start_to_close_timeout=p.STORE_TIMEOUT,
+                retry_policy=p.STORE_RETRY,
+                result_type=str,
             )
             if status is None:
                 await self._fail(inp, self._pending, "target sandbox no longer exists")
@@ -64,23 +67,35 @@ class InboxWorkflow:
                 await self._fail_expired(inp, status)
                 with contextlib.suppress(TimeoutError):
                     await workflow.wait_condition(
-                        lambda: False, timeout=timedelta(seconds=inp.recheck_seconds))
+                        lambda: False, timeout=timedelta(seconds=inp.recheck_seconds)
+                    )
                 continue
             batch = self._ordered()[: inp.batch_size]
             await workflow.execute_activity(
-                "inbox_deliver", DeliveryBatch(inp.sandbox_id, [e.message_id for e in batch]),
-                start_to_close_timeout=p.STORE_TIMEOUT, retry_policy=p.STORE_RETRY,
+                "inbox_deliver",
+                DeliveryBatch(inp.sandbox_id, [e.message_id for e in batch]),
+                start_to_close_timeout=p.STORE_TIMEOUT,
+                retry_policy=p.STORE_RETRY,
                 result_type=DeliveryOutcome,
             )
             self._drop(batch)
-            if self._signals >= inp.signals_per_run or workflow.info().is_continue_as_new_suggested():
+            if (
+                self._signals >= inp.signals_per_run
+                or workflow.info().is_continue_as_new_suggested()
+            ):
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(InboxInput(
-                    sandbox_id=inp.sandbox_id, workspace_id=inp.workspace_id,
-                    max_wait_seconds=inp.max_wait_seconds, recheck_seconds=inp.recheck_seconds,
-                    batch_size=inp.batch_size, signals_per_run=inp.signals_per_run,
-                    pending=self._pending, seen=list(self._seen)[-_SEEN_KEPT:],
-                ))
+                workflow.continue_as_new(
+                    InboxInput(
+                        sandbox_id=inp.sandbox_id,
+                        workspace_id=inp.workspace_id,
+                        max_wait_seconds=inp.max_wait_seconds,
+                        recheck_seconds=inp.recheck_seconds,
+                        batch_size=inp.batch_size,
+                        signals_per_run=inp.signals_per_run,
+                        pending=self._pending,
+                        seen=list(self._seen)[-_SEEN_KEPT:],
+                    )
+                )
 
     def _drop(self, done: list[Envelope]) -> None:
         keys = {e.key for e in done}
@@ -88,17 +103,24 @@ class InboxWorkflow:
 
     async def _fail_expired(self, inp: InboxInput, status: str) -> None:
         now = workflow.now()
-        expired = [e for e in self._pending
-                   if (now - datetime.fromisoformat(e.accepted_at)).total_seconds()
-                   >= inp.max_wait_seconds]
+        expired = [
+            e
+            for e in self._pending
+            if (now - datetime.fromisoformat(e.accepted_at)).total_seconds() >= inp.max_wait_seconds
+        ]
         if expired:
-            await self._fail(inp, expired, f"target sandbox was not running ({status}) for "
-                                           f"{inp.max_wait_seconds:.0f} s")
+            await self._fail(
+                inp,
+                expired,
+                f"target sandbox was not running ({status}) for {inp.max_wait_seconds:.0f} s",
+            )
 
     async def _fail(self, inp: InboxInput, envs: list[Envelope], reason: str) -> None:
         await workflow.execute_activity(
-            "inbox_fail", FailBatch(inp.sandbox_id, [e.message_id for e in envs], reason),
-            start_to_close_timeout=p.STORE_TIMEOUT, retry_policy=p.STORE_RETRY,
+            "inbox_fail",
+            FailBatch(inp.sandbox_id, [e.message_id for e in envs], reason),
+            start_to_close_timeout=p.STORE_TIMEOUT,
+            retry_policy=p.STORE_RETRY,
             result_type=list[str],
         )
         self._drop(envs)

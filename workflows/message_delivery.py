@@ -38,8 +38,9 @@ class MessageDeliveryWorkflow:
     @decide.validator
     def _validate_decide(self, decision: ApprovalDecision) -> None:
         if self._decision is not None or self._status != MessageStatus.PENDING_APPROVAL:
-            raise ApplicationError(f"message is no longer pending approval ({self._status})",
-                                   type="NotPendingApproval")
+            raise ApplicationError(
+                f"message is no longer pending approval ({self._status})", type="NotPendingApproval"
+            )
 
     @workflow.query(name="status")
     def status(self) -> str:
@@ -54,8 +55,9 @@ class MessageDeliveryWorkflow:
                     timeout=timedelta(seconds=inp.approval_timeout_seconds),
                 )
             except TimeoutError:
-                return await self._fail(inp, f"approval expired after "
-                                             f"{inp.approval_timeout_seconds:.0f} s")
+                return await self._fail(
+                    inp, f"approval expired after {inp.approval_timeout_seconds:.0f} s"
+                )
             assert self._decision is not None
             if not self._decision.approved:
                 why = f": {self._decision.reason}" if self._decision.reason else ""
@@ -63,20 +65,26 @@ class MessageDeliveryWorkflow:
             await self._set(inp, MessageStatus.QUEUED, None, "message_approved")
         await workflow.execute_activity(
             "message_enqueue",
-            EnqueueInput(inp.to_sandbox_id, inp.workspace_id,
-                         Envelope(inp.message_id, inp.priority, workflow.now().isoformat(),
-                                  inp.attempt),
-                         inp.max_wait_seconds),
-            start_to_close_timeout=p.STORE_TIMEOUT, retry_policy=p.STORE_RETRY,
+            EnqueueInput(
+                inp.to_sandbox_id,
+                inp.workspace_id,
+                Envelope(inp.message_id, inp.priority, workflow.now().isoformat(), inp.attempt),
+                inp.max_wait_seconds,
+            ),
+            start_to_close_timeout=p.STORE_TIMEOUT,
+            retry_policy=p.STORE_RETRY,
         )
         return self._status
 
-    async def _set(self, inp: MessageDeliveryInput, to: str, reason: str | None,
-                   event: str) -> None:
+    async def _set(
+        self, inp: MessageDeliveryInput, to: str, reason: str | None, event: str
+    ) -> None:
         await workflow.execute_activity(
             "message_set_status",
             StatusChange(inp.message_id, MessageStatus.PENDING_APPROVAL, to, reason, event),
-            start_to_close_timeout=p.STORE_TIMEOUT, retry_policy=p.STORE_RETRY, result_type=bool,
+            start_to_close_timeout=p.STORE_TIMEOUT,
+            retry_policy=p.STORE_RETRY,
+            result_type=bool,
         )
         self._status = to
 

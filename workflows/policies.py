@@ -12,8 +12,12 @@ DOCKER_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=8,
-    non_retryable_error_types=["ImageMissing", "ContainerNotFound", "ContainerNotRunning",
-                               "ContainerExited"],
+    non_retryable_error_types=[
+        "ImageMissing",
+        "ContainerNotFound",
+        "ContainerNotRunning",
+        "ContainerExited",
+    ],
 )
 # Removal must eventually happen (no orphaned container): retry until the engine is back.
 REMOVE_RETRY = RetryPolicy(

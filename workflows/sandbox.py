@@ -87,8 +87,11 @@ class SandboxWorkflow:
                 async with self._docker_lock:
                     await self._health_tick()
             ticks += 1
-            if (ticks >= inp.ticks_per_run or workflow.info().is_continue_as_new_suggested()) \
-                    and not self._ops and not self._deleting:
+            if (
+                (ticks >= inp.ticks_per_run or workflow.info().is_continue_as_new_suggested())
+                and not self._ops
+                and not self._deleting
+            ):
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(replace(inp, state=self._state))
 
@@ -144,9 +147,14 @@ class SandboxWorkflow:
             async with self._docker_lock:
                 await workflow.execute_activity(
                     "sandbox_update_resources",
-                    ResourcesInput(self._sid, inp.resources.memory_mb, inp.resources.cpu_cores,
-                                   inp.resources.max_processes),
-                    start_to_close_timeout=p.DOCKER_TIMEOUT, retry_policy=p.DOCKER_RETRY,
+                    ResourcesInput(
+                        self._sid,
+                        inp.resources.memory_mb,
+                        inp.resources.cpu_cores,
+                        inp.resources.max_processes,
+                    ),
+                    start_to_close_timeout=p.DOCKER_TIMEOUT,
+                    retry_policy=p.DOCKER_RETRY,
                     result_type=ContainerState,
                 )
         return LifecycleResult(self._sid, self._state.status, self._state.version)
@@ -162,7 +170,9 @@ class SandboxWorkflow:
         self._deleting = True
         async with self._docker_lock:
             await workflow.execute_activity(
-                "sandbox_remove", self._sid, start_to_close_timeout=p.STOP_TIMEOUT,
+                "sandbox_remove",
+                self._sid,
+                start_to_close_timeout=p.STOP_TIMEOUT,
                 retry_policy=p.REMOVE_RETRY,
             )
         self._deleted = True
@@ -171,9 +181,14 @@ class SandboxWorkflow:
     @workflow.query(name="state")
     def state(self) -> dict[str, Any]:
         """The lifecycle state as the workflow sees it (for operators and tests)."""
-        return {"status": self._state.status, "version": self._state.version,
-                "restart_count": self._state.restart_count, "reason": self._state.reason,
-                "pending": [op.value for op in self._ops], "deleting": self._deleting}
+        return {
+            "status": self._state.status,
+            "version": self._state.version,
+            "restart_count": self._state.restart_count,
+            "reason": self._state.reason,
+            "pending": [op.value for op in self._ops],
+            "deleting": self._deleting,
+        }
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -189,9 +204,14 @@ class SandboxWorkflow:
     def _spec(self) -> ContainerSpec:
         inp = self._input
         return ContainerSpec(
-            sandbox_id=inp.sandbox_id, workspace_id=inp.workspace_id, name=inp.name,
-            image=inp.image, memory_mb=inp.resources.memory_mb, cpu_cores=inp.resources.cpu_cores,
-            max_processes=inp.resources.max_processes, env=dict(inp.environment),
+            sandbox_id=inp.sandbox_id,
+            workspace_id=inp.workspace_id,
+            name=inp.name,
+            image=inp.image,
+            memory_mb=inp.resources.memory_mb,
+            cpu_cores=inp.resources.cpu_cores,
+            max_processes=inp.resources.max_processes,
+            env=dict(inp.environment),
         )
 
     async def _transition(self, status: str, reason: str | None = None) -> None:
@@ -205,11 +225,18 @@ class SandboxWorkflow:
         await workflow.execute_activity(
             "sandbox_record_status",
             StatusRecord(
-                sandbox_id=self._sid, workspace_id=self._input.workspace_id, status=status,
-                version=st.version, reason=reason, restart_count=st.restart_count,
-                started_at=st.started_at, event=_EVENT_FOR.get(S(status)),
+                sandbox_id=self._sid,
+                workspace_id=self._input.workspace_id,
+                status=status,
+                version=st.version,
+                reason=reason,
+                restart_count=st.restart_count,
+                started_at=st.started_at,
+                event=_EVENT_FOR.get(S(status)),
             ),
-            start_to_close_timeout=p.STORE_TIMEOUT, retry_policy=p.STORE_RETRY, result_type=bool,
+            start_to_close_timeout=p.STORE_TIMEOUT,
+            retry_policy=p.STORE_RETRY,
+            result_type=bool,
         )
 
     async def _bring_up(self, via: str) -> bool:
@@ -218,8 +245,11 @@ class SandboxWorkflow:
             await self._transition(via)
         try:
             await workflow.execute_activity(
-                "sandbox_start", StartInput(self._spec()), start_to_close_timeout=p.START_TIMEOUT,
-                heartbeat_timeout=p.START_HEARTBEAT, retry_policy=p.DOCKER_RETRY,
+                "sandbox_start",
+                StartInput(self._spec()),
+                start_to_close_timeout=p.START_TIMEOUT,
+                heartbeat_timeout=p.START_HEARTBEAT,
+                retry_policy=p.DOCKER_RETRY,
                 result_type=ContainerState,
             )
         except ActivityError as err:
@@ -230,8 +260,11 @@ class SandboxWorkflow:
 
     async def _stop_container(self) -> None:
         await workflow.execute_activity(
-            "sandbox_stop", StopInput(self._sid), start_to_close_timeout=p.STOP_TIMEOUT,
-            retry_policy=p.DOCKER_RETRY, result_type=ContainerState,
+            "sandbox_stop",
+            StopInput(self._sid),
+            start_to_close_timeout=p.STOP_TIMEOUT,
+            retry_policy=p.DOCKER_RETRY,
+            result_type=ContainerState,
         )
 
     async def _perform(self, op: SandboxOp) -> None:
@@ -253,8 +286,10 @@ class SandboxWorkflow:
         st = self._state
         try:
             obs = await workflow.execute_activity(
-                "sandbox_observe", ObserveInput(self._sid, st.log_cursor),
-                start_to_close_timeout=p.OBSERVE_TIMEOUT, retry_policy=p.OBSERVE_RETRY,
+                "sandbox_observe",
+                ObserveInput(self._sid, st.log_cursor),
+                start_to_close_timeout=p.OBSERVE_TIMEOUT,
+                retry_policy=p.OBSERVE_RETRY,
                 result_type=Observation,
             )
         except ActivityError:
@@ -264,7 +299,8 @@ class SandboxWorkflow:
         await workflow.execute_activity(
             "sandbox_record_observation",
             ObservationRecord(self._sid, self._input.workspace_id, workflow.now().isoformat(), obs),
-            start_to_close_timeout=p.STORE_TIMEOUT, retry_policy=p.STORE_RETRY,
+            start_to_close_timeout=p.STORE_TIMEOUT,
+            retry_policy=p.STORE_RETRY,
         )
         if obs.state.running:
             if obs.healthy:

@@ -19,24 +19,41 @@ from api.services import auth as service
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-@router.post("/register", status_code=201, response_model=Envelope[RegisteredUser],
-             operation_id="auth_register", dependencies=[AuthRateLimit])
+@router.post(
+    "/register",
+    status_code=201,
+    response_model=Envelope[RegisteredUser],
+    operation_id="auth_register",
+    dependencies=[AuthRateLimit],
+)
 async def register(body: RegisterRequest, session: SessionDep, state: StateDep) -> Response:
     user = await service.register(
-        session, state.settings, email=str(body.email), password=body.password, name=body.name,
+        session,
+        state.settings,
+        email=str(body.email),
+        password=body.password,
+        name=body.name,
         organization=body.organization,
     )
     return ok(user, 201)
 
 
-@router.post("/login", response_model=Envelope[LoginResult], operation_id="auth_login",
-             dependencies=[AuthRateLimit])
+@router.post(
+    "/login",
+    response_model=Envelope[LoginResult],
+    operation_id="auth_login",
+    dependencies=[AuthRateLimit],
+)
 async def login(body: LoginRequest, session: SessionDep, state: StateDep) -> Response:
     return ok(await service.login(session, state.tokens, email=body.email, password=body.password))
 
 
-@router.post("/refresh", response_model=Envelope[RefreshResult], operation_id="auth_refresh",
-             dependencies=[AuthRateLimit])
+@router.post(
+    "/refresh",
+    response_model=Envelope[RefreshResult],
+    operation_id="auth_refresh",
+    dependencies=[AuthRateLimit],
+)
 async def refresh(body: RefreshRequest, session: SessionDep, state: StateDep) -> Response:
     return ok(await service.refresh(session, state.tokens, body.refresh_token))
 

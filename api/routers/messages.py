@@ -27,34 +27,61 @@ router = APIRouter(tags=["messages"])
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
 
-@router.post("/sandboxes/{sandbox_id}/messages", status_code=202,
-             response_model=Envelope[MessageAccepted], operation_id="messages_send",
-             dependencies=[rate_limit("message")])
-async def send_message(sandbox_id: str, body: MessageSend, user: CurrentUser, session: SessionDep,
-                       state: StateDep, idempotency_key: IdempotencyKey = None) -> Response:
+@router.post(
+    "/sandboxes/{sandbox_id}/messages",
+    status_code=202,
+    response_model=Envelope[MessageAccepted],
+    operation_id="messages_send",
+    dependencies=[rate_limit("message")],
+)
+async def send_message(
+    sandbox_id: str,
+    body: MessageSend,
+    user: CurrentUser,
+    session: SessionDep,
+    state: StateDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
     sender = await sandbox_service.get_owned(session, sandbox_id, user)
     ws = await workspace_service.get_owned(session, sender.workspace_id, user)
-    status, data = await service.send(session, state.temporal, state.settings, user, ws, sender,
-                                      body, idempotency_key)
+    status, data = await service.send(
+        session, state.temporal, state.settings, user, ws, sender, body, idempotency_key
+    )
     return ok(data, status)
 
 
-@router.post("/workspaces/{workspace_id}/broadcast", status_code=202,
-             response_model=Envelope[BroadcastAccepted], operation_id="messages_broadcast",
-             dependencies=[rate_limit("message")])
-async def broadcast(workspace_id: str, body: BroadcastSend, user: CurrentUser,
-                    session: SessionDep, state: StateDep,
-                    idempotency_key: IdempotencyKey = None) -> Response:
+@router.post(
+    "/workspaces/{workspace_id}/broadcast",
+    status_code=202,
+    response_model=Envelope[BroadcastAccepted],
+    operation_id="messages_broadcast",
+    dependencies=[rate_limit("message")],
+)
+async def broadcast(
+    workspace_id: str,
+    body: BroadcastSend,
+    user: CurrentUser,
+    session: SessionDep,
+    state: StateDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
     ws = await workspace_service.get_owned(session, workspace_id, user)
-    status, data = await service.broadcast(session, state.temporal, state.settings, user, ws,
-                                           body, idempotency_key)
+    status, data = await service.broadcast(
+        session, state.temporal, state.settings, user, ws, body, idempotency_key
+    )
     return ok(data, status)
 
 
-@router.get("/sandboxes/{sandbox_id}/messages", response_model=Envelope[MessageList],
-            operation_id="messages_list", dependencies=[rate_limit("sandbox")])
+@router.get(
+    "/sandboxes/{sandbox_id}/messages",
+    response_model=Envelope[MessageList],
+    operation_id="messages_list",
+    dependencies=[rate_limit("sandbox")],
+)
 async def list_messages(
-    sandbox_id: str, user: CurrentUser, session: SessionDep,
+    sandbox_id: str,
+    user: CurrentUser,
+    session: SessionDep,
     direction: Annotated[Literal["sent", "received", "both"], Query()] = "both",
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     since: Annotated[datetime | None, Query()] = None,
@@ -63,18 +90,27 @@ async def list_messages(
     return ok(await service.list_for_sandbox(session, sb, direction, since, limit))
 
 
-@router.get("/messages/{message_id}", response_model=Envelope[MessageDetail],
-            operation_id="messages_get", dependencies=[rate_limit("sandbox")])
+@router.get(
+    "/messages/{message_id}",
+    response_model=Envelope[MessageDetail],
+    operation_id="messages_get",
+    dependencies=[rate_limit("sandbox")],
+)
 async def get_message(message_id: str, user: CurrentUser, session: SessionDep) -> Response:
     m = await service.get_owned(session, message_id, user)
     return ok(await service.detail(session, m))
 
 
-@router.post("/messages/{message_id}/retry", status_code=202,
-             response_model=Envelope[dict[str, Any]], operation_id="messages_retry",
-             dependencies=[rate_limit("message")])
-async def retry_message(message_id: str, user: CurrentUser, session: SessionDep,
-                        state: StateDep) -> Response:
+@router.post(
+    "/messages/{message_id}/retry",
+    status_code=202,
+    response_model=Envelope[dict[str, Any]],
+    operation_id="messages_retry",
+    dependencies=[rate_limit("message")],
+)
+async def retry_message(
+    message_id: str, user: CurrentUser, session: SessionDep, state: StateDep
+) -> Response:
     m = await service.get_owned(session, message_id, user)
     return ok(await service.retry(session, state.temporal, state.settings, m), 202)
 
@@ -83,24 +119,43 @@ class Decision(RequestModel):
     reason: Annotated[SafeStr, StringConstraints(max_length=500)] | None = None
 
 
-async def _decide(message_id: str, user: Any, session: Any, state: Any, approved: bool,
-                  body: Decision | None) -> Response:
+async def _decide(
+    message_id: str, user: Any, session: Any, state: Any, approved: bool, body: Decision | None
+) -> Response:
     m = await service.get_owned(session, message_id, user)
     reason = body.reason if body else None
     return ok(await service.decide_approval(state.temporal, m, user, approved, reason), 202)
 
 
-@router.post("/messages/{message_id}/approve", status_code=202,
-             response_model=Envelope[dict[str, Any]], operation_id="messages_approve",
-             dependencies=[rate_limit("message")])
-async def approve_message(message_id: str, user: CurrentUser, session: SessionDep,
-                          state: StateDep, body: Decision | None = None) -> Response:
+@router.post(
+    "/messages/{message_id}/approve",
+    status_code=202,
+    response_model=Envelope[dict[str, Any]],
+    operation_id="messages_approve",
+    dependencies=[rate_limit("message")],
+)
+async def approve_message(
+    message_id: str,
+    user: CurrentUser,
+    session: SessionDep,
+    state: StateDep,
+    body: Decision | None = None,
+) -> Response:
     return await _decide(message_id, user, session, state, True, body)
 
 
-@router.post("/messages/{message_id}/deny", status_code=202,
-             response_model=Envelope[dict[str, Any]], operation_id="messages_deny",
-             dependencies=[rate_limit("message")])
-async def deny_message(message_id: str, user: CurrentUser, session: SessionDep,
-                       state: StateDep, body: Decision | None = None) -> Response:
+@router.post(
+    "/messages/{message_id}/deny",
+    status_code=202,
+    response_model=Envelope[dict[str, Any]],
+    operation_id="messages_deny",
+    dependencies=[rate_limit("message")],
+)
+async def deny_message(
+    message_id: str,
+    user: CurrentUser,
+    session: SessionDep,
+    state: StateDep,
+    body: Decision | None = None,
+) -> Response:
     return await _decide(message_id, user, session, state, False, body)

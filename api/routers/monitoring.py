@@ -15,10 +15,15 @@ from api.services import workspaces as workspace_service
 router = APIRouter(tags=["monitoring"], dependencies=[rate_limit("workspace")])
 
 
-@router.get("/workspaces/{workspace_id}/metrics/aggregate",
-            response_model=Envelope[dict[str, Any]], operation_id="workspace_metrics_aggregate")
+@router.get(
+    "/workspaces/{workspace_id}/metrics/aggregate",
+    response_model=Envelope[dict[str, Any]],
+    operation_id="workspace_metrics_aggregate",
+)
 async def aggregate_metrics(
-    workspace_id: str, user: CurrentUser, session: SessionDep,
+    workspace_id: str,
+    user: CurrentUser,
+    session: SessionDep,
     since: Annotated[datetime | None, Query(description="default: one hour ago")] = None,
     granularity: Annotated[Literal["minute", "hour", "day"], Query()] = "hour",
 ) -> Response:

@@ -15,14 +15,20 @@ from domain.errors import ErrorCode
 router = APIRouter(prefix="/system", tags=["system"])
 
 
-@router.get("/health", response_model=Envelope[dict[str, Any]], operation_id="system_health",
-            responses={503: {"description": "A dependency is down; the failing services are named"}})
+@router.get(
+    "/health",
+    response_model=Envelope[dict[str, Any]],
+    operation_id="system_health",
+    responses={503: {"description": "A dependency is down; the failing services are named"}},
+)
 async def health(state: StateDep) -> Response:
     report = await service.health(state.sessions, state.temporal, state.settings)
     if report["status"] == "unhealthy":
         down = sorted(k for k, v in report["services"].items() if v == "unhealthy")
         return error_response(
-            503, ErrorCode.SERVICE_UNAVAILABLE, f"Unhealthy: {', '.join(down)}",
+            503,
+            ErrorCode.SERVICE_UNAVAILABLE,
+            f"Unhealthy: {', '.join(down)}",
             {**report, "failing_services": down},
         )
     return ok(report)

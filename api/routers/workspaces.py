@@ -16,10 +16,15 @@ from api.services import sandboxes as sandbox_service
 from api.services import workspaces as service
 from api.validation import ConfigRoute
 
-router = APIRouter(prefix="/workspaces", tags=["workspaces"],
-                   dependencies=[rate_limit("workspace")])
-config_router = APIRouter(prefix="/workspaces", tags=["configuration"], route_class=ConfigRoute,
-                          dependencies=[rate_limit("workspace")])
+router = APIRouter(
+    prefix="/workspaces", tags=["workspaces"], dependencies=[rate_limit("workspace")]
+)
+config_router = APIRouter(
+    prefix="/workspaces",
+    tags=["configuration"],
+    route_class=ConfigRoute,
+    dependencies=[rate_limit("workspace")],
+)
 
 PageDep = Annotated[Pagination, Depends(pagination)]
 
@@ -30,23 +35,26 @@ async def list_workspaces(user: CurrentUser, session: SessionDep, pg: PageDep) -
     return page(items, total, pg.page, pg.per_page)
 
 
-@router.post("", status_code=201, response_model=Envelope[WorkspaceOut],
-             operation_id="workspaces_create")
+@router.post(
+    "", status_code=201, response_model=Envelope[WorkspaceOut], operation_id="workspaces_create"
+)
 async def create_workspace(
     body: WorkspaceCreate, user: CurrentUser, session: SessionDep, state: StateDep
 ) -> Response:
     return ok(await service.create(session, state.settings, user, body), 201)
 
 
-@router.get("/{workspace_id}", response_model=Envelope[WorkspaceDetail],
-            operation_id="workspaces_get")
+@router.get(
+    "/{workspace_id}", response_model=Envelope[WorkspaceDetail], operation_id="workspaces_get"
+)
 async def get_workspace(workspace_id: str, user: CurrentUser, session: SessionDep) -> Response:
     ws = await service.get_owned(session, workspace_id, user)
     return ok(await service.detail(session, ws))
 
 
-@router.put("/{workspace_id}", response_model=Envelope[WorkspaceDetail],
-            operation_id="workspaces_update")
+@router.put(
+    "/{workspace_id}", response_model=Envelope[WorkspaceDetail], operation_id="workspaces_update"
+)
 async def update_workspace(
     workspace_id: str, body: WorkspaceUpdate, user: CurrentUser, session: SessionDep
 ) -> Response:
@@ -55,8 +63,9 @@ async def update_workspace(
 
 
 @router.delete("/{workspace_id}", status_code=204, operation_id="workspaces_delete")
-async def delete_workspace(workspace_id: str, user: CurrentUser, session: SessionDep,
-                           state: StateDep) -> Response:
+async def delete_workspace(
+    workspace_id: str, user: CurrentUser, session: SessionDep, state: StateDep
+) -> Response:
     ws = await service.get_owned(session, workspace_id, user)
     # Containers go first (through their workflows); rows cascade after.
     await sandbox_service.delete_all_in_workspace(session, state.temporal, state.settings, ws)
@@ -64,15 +73,21 @@ async def delete_workspace(workspace_id: str, user: CurrentUser, session: Sessio
     return Response(status_code=204)
 
 
-@config_router.get("/{workspace_id}/config", response_model=Envelope[WorkspaceConfigOut],
-                   operation_id="workspace_config_get")
+@config_router.get(
+    "/{workspace_id}/config",
+    response_model=Envelope[WorkspaceConfigOut],
+    operation_id="workspace_config_get",
+)
 async def get_config(workspace_id: str, user: CurrentUser, session: SessionDep) -> Response:
     ws = await service.get_owned(session, workspace_id, user)
     return ok(config_service.to_out(ws))
 
 
-@config_router.put("/{workspace_id}/config", response_model=Envelope[WorkspaceConfigOut],
-                   operation_id="workspace_config_update")
+@config_router.put(
+    "/{workspace_id}/config",
+    response_model=Envelope[WorkspaceConfigOut],
+    operation_id="workspace_config_update",
+)
 async def update_config(
     workspace_id: str, body: WorkspaceConfigUpdate, user: CurrentUser, session: SessionDep
 ) -> Response:

@@ -31,8 +31,11 @@ def reject_nul_deep(value: Any) -> Any:
 
 
 SafeStr = Annotated[str, AfterValidator(_no_nul)]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-                 AfterValidator(_no_nul)]
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(_no_nul),
+]
 Description = Annotated[str, StringConstraints(max_length=500), AfterValidator(_no_nul)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(reject_nul_deep)]
 

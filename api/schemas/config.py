@@ -41,12 +41,14 @@ class McpServerIn(RequestModel):
     name: Name
     transport: McpTransport = McpTransport.STDIO
     command: Short | None = None
-    args: Annotated[list[Annotated[SafeStr, StringConstraints(max_length=1000)]],
-                    Field(max_length=100)] = Field(default_factory=list)
+    args: Annotated[
+        list[Annotated[SafeStr, StringConstraints(max_length=1000)]], Field(max_length=100)
+    ] = Field(default_factory=list)
     url: HttpUrl | None = None
-    env: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-                                               max_length=200)],
-              Annotated[SafeStr, StringConstraints(max_length=4096)]] = Field(default_factory=dict)
+    env: dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200)],
+        Annotated[SafeStr, StringConstraints(max_length=4096)],
+    ] = Field(default_factory=dict)
     enabled: bool = True
 
     @model_validator(mode="after")

@@ -15,8 +15,10 @@ SECRET_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL)", re.IG
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,199}$"
 
 EnvVars = Annotated[
-    dict[Annotated[str, StringConstraints(pattern=ENV_NAME)],
-         Annotated[SafeStr, StringConstraints(max_length=8192)]],
+    dict[
+        Annotated[str, StringConstraints(pattern=ENV_NAME)],
+        Annotated[SafeStr, StringConstraints(max_length=8192)],
+    ],
     Field(max_length=100),
 ]
 
@@ -26,8 +28,10 @@ class AgentSpec(RequestModel):
     role: Name
     description: Description | None = None
     system_prompt: Annotated[SafeStr, StringConstraints(max_length=10000)] | None = None
-    capabilities: Annotated[list[Annotated[SafeStr, StringConstraints(min_length=1, max_length=100)]],
-                            Field(max_length=50)] = Field(default_factory=list)
+    capabilities: Annotated[
+        list[Annotated[SafeStr, StringConstraints(min_length=1, max_length=100)]],
+        Field(max_length=50),
+    ] = Field(default_factory=list)
     llm_provider: LLMProviderName | None = None
     llm_model: Annotated[SafeStr, StringConstraints(min_length=1, max_length=200)] | None = None
     llm_parameters: LLMParameters | None = None

@@ -24,7 +24,12 @@ def _normalise_email(email: str) -> str:
 
 
 async def register(
-    session: AsyncSession, settings: Settings, *, email: str, password: str, name: str,
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    email: str,
+    password: str,
+    name: str,
     organization: str | None,
 ) -> RegisteredUser:
     email = _normalise_email(email)
@@ -47,7 +52,10 @@ async def register(
             "An account with this email already exists", {"field": "email"}
         ) from exc
     return RegisteredUser(
-        user_id=user.id, email=user.email, name=user.name, organization=user.organization,
+        user_id=user.id,
+        email=user.email,
+        name=user.name,
+        organization=user.organization,
         created_at=iso(user.created_at) or "",
     )
 

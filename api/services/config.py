@@ -78,7 +78,9 @@ def _merge_providers(
     return result
 
 
-def _merge_mcp(stored: list[dict[str, Any]], incoming: WorkspaceConfigUpdate) -> list[dict[str, Any]]:
+def _merge_mcp(
+    stored: list[dict[str, Any]], incoming: WorkspaceConfigUpdate
+) -> list[dict[str, Any]]:
     previous = {s["name"]: s.get("env", {}) for s in stored}
     result = []
     for server in incoming.mcp_servers or []:
@@ -89,7 +91,9 @@ def _merge_mcp(stored: list[dict[str, Any]], incoming: WorkspaceConfigUpdate) ->
     return result
 
 
-async def update(session: AsyncSession, ws: Workspace, body: WorkspaceConfigUpdate) -> WorkspaceConfigOut:
+async def update(
+    session: AsyncSession, ws: Workspace, body: WorkspaceConfigUpdate
+) -> WorkspaceConfigOut:
     apply_settings_patch(ws, body.settings)
     if body.llm_providers is not None:
         ws.llm_providers = _merge_providers(ws.llm_providers or [], body)

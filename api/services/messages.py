@@ -22,6 +22,7 @@ from api.schemas.messages import (
 from api.services.sandboxes import temporal_client
 from api.temporal import TemporalGateway
 from config.settings import Settings
+from domain import search_attributes as sa
 from domain.errors import (
     AuthorizationFailed,
     DomainError,
@@ -31,7 +32,6 @@ from domain.errors import (
     ValidationFailed,
 )
 from domain.ids import Prefix, is_valid, message_workflow_id, new_id
-from domain import search_attributes as sa
 from domain.messages import (
     ApprovalDecision,
     Envelope,
@@ -54,25 +54,40 @@ class NotRetryable(DomainError):
 
 
 def _field(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(message, {"fields": [{"field": field, "message": message,
-                                                  "location": "body"}]})
+    return ValidationFailed(
+        message, {"fields": [{"field": field, "message": message, "location": "body"}]}
+    )
 
 
 def to_out(m: Message) -> MessageOut:
     return MessageOut(
-        message_id=m.id, from_sandbox=m.from_sandbox_id, from_agent=m.from_agent,
-        to_sandbox=m.to_sandbox_id, to_agent=m.to_agent, message_type=m.message_type,
-        content=m.content, priority=m.priority, requires_response=m.requires_response,
-        status=m.status, status_reason=m.status_reason, correlation_id=m.correlation_id,
-        broadcast_id=m.broadcast_id, attempts=m.attempts, timestamp=iso(m.created_at) or "",
-        delivered_at=iso(m.delivered_at), responded_at=iso(m.responded_at),
+        message_id=m.id,
+        from_sandbox=m.from_sandbox_id,
+        from_agent=m.from_agent,
+        to_sandbox=m.to_sandbox_id,
+        to_agent=m.to_agent,
+        message_type=m.message_type,
+        content=m.content,
+        priority=m.priority,
+        requires_response=m.requires_response,
+        status=m.status,
+        status_reason=m.status_reason,
+        correlation_id=m.correlation_id,
+        broadcast_id=m.broadcast_id,
+        attempts=m.attempts,
+        timestamp=iso(m.created_at) or "",
+        delivered_at=iso(m.delivered_at),
+        responded_at=iso(m.responded_at),
     )
 
 
 def _agent_names(sb: Sandbox) -> list[str]:
     cfg = sb.agent_config or {}
-    return [a["name"] for a in [cfg.get("primary_agent") or {}, *(cfg.get("sub_agents") or [])]
-            if a.get("name")]
+    return [
+        a["name"]
+        for a in [cfg.get("primary_agent") or {}, *(cfg.get("sub_agents") or [])]
+        if a.get("name")
+    ]
 
 
 def _primary(sb: Sandbox) -> str | None:
@@ -81,37 +96,61 @@ def _primary(sb: Sandbox) -> str | None:
 
 
 async def signal_inbox(client: Client, settings: Settings, m: Message) -> None:
-    env = Envelope(message_id=m.id, priority=m.priority, accepted_at=utcnow().isoformat(),
-                   attempt=m.attempts)
-    await client.start_workflow(**inbox_signal_with_start(
-        to_sandbox_id=m.to_sandbox_id, workspace_id=m.workspace_id, envelope=env,
-        task_queue=settings.task_queue, max_wait_seconds=settings.message_max_wait_seconds,
-    ))
+    env = Envelope(
+        message_id=m.id, priority=m.priority, accepted_at=utcnow().isoformat(), attempt=m.attempts
+    )
+    await client.start_workflow(
+        **inbox_signal_with_start(
+            to_sandbox_id=m.to_sandbox_id,
+            workspace_id=m.workspace_id,
+            envelope=env,
+            task_queue=settings.task_queue,
+            max_wait_seconds=settings.message_max_wait_seconds,
+        )
+    )
 
 
-async def _replay(session: AsyncSession, user: User, key: str | None, route: str
-                  ) -> tuple[int, dict[str, Any]] | None:
+async def _replay(
+    session: AsyncSession, user: User, key: str | None, route: str
+) -> tuple[int, dict[str, Any]] | None:
     if not key:
         return None
     stored = await repo.idempotent_response(session, user.id, key)
     if stored is None:
         return None
     if stored.route != route:
-        raise ValidationFailed("Idempotency-Key was already used for a different request",
-                               {"fields": [{"field": "Idempotency-Key", "location": "header",
-                                            "message": "reuse of a key on another route"}]})
+        raise ValidationFailed(
+            "Idempotency-Key was already used for a different request",
+            {
+                "fields": [
+                    {
+                        "field": "Idempotency-Key",
+                        "location": "header",
+                        "message": "reuse of a key on another route",
+                    }
+                ]
+            },
+        )
     return stored.status_code, stored.body
 
 
-def _remember(session: AsyncSession, user: User, key: str | None, route: str, status: int,
-              body: dict[str, Any]) -> None:
+def _remember(
+    session: AsyncSession,
+    user: User,
+    key: str | None,
+    route: str,
+    status: int,
+    body: dict[str, Any],
+) -> None:
     if key:
-        session.add(IdempotencyKey(user_id=user.id, key=key, route=route, status_code=status,
-                                   body=body))
+        session.add(
+            IdempotencyKey(user_id=user.id, key=key, route=route, status_code=status, body=body)
+        )
 
 
-async def _accept(session: AsyncSession, client: Client, settings: Settings,
-                  messages: list[Message]) -> None:
+async def _accept(
+    session: AsyncSession, client: Client, settings: Settings, messages: list[Message]
+) -> None:
     """Signal every inbox after the commit; if Temporal refuses, undo the whole request."""
     try:
         for m in messages:
@@ -123,9 +162,16 @@ async def _accept(session: AsyncSession, client: Client, settings: Settings,
         raise ServiceUnavailable("Could not enqueue the message (Temporal unavailable)") from exc
 
 
-async def send(session: AsyncSession, temporal: TemporalGateway, settings: Settings, user: User,
-               ws: Workspace, sender: Sandbox, body: MessageSend, idem_key: str | None
-               ) -> tuple[int, dict[str, Any]]:
+async def send(
+    session: AsyncSession,
+    temporal: TemporalGateway,
+    settings: Settings,
+    user: User,
+    ws: Workspace,
+    sender: Sandbox,
+    body: MessageSend,
+    idem_key: str | None,
+) -> tuple[int, dict[str, Any]]:
     route = f"send:{sender.id}"
     if (replayed := await _replay(session, user, idem_key, route)) is not None:
         return replayed
@@ -143,22 +189,36 @@ async def send(session: AsyncSession, temporal: TemporalGateway, settings: Setti
         raise AuthorizationFailed(decision.reason, {"from": sender.name, "to": target.name})
     client = await temporal_client(temporal)
     m = Message(
-        id=new_id(Prefix.MESSAGE), workspace_id=ws.id, from_sandbox_id=sender.id,
-        from_agent=body.from_agent or _primary(sender), to_sandbox_id=target.id,
-        to_agent=body.to_agent, message_type=body.message_type, content=body.content,
-        priority=body.priority, requires_response=body.requires_response,
-        timeout_seconds=body.timeout, correlation_id=body.correlation_id,
-        status=MessageStatus.PENDING_APPROVAL if decision.approval_required
+        id=new_id(Prefix.MESSAGE),
+        workspace_id=ws.id,
+        from_sandbox_id=sender.id,
+        from_agent=body.from_agent or _primary(sender),
+        to_sandbox_id=target.id,
+        to_agent=body.to_agent,
+        message_type=body.message_type,
+        content=body.content,
+        priority=body.priority,
+        requires_response=body.requires_response,
+        timeout_seconds=body.timeout,
+        correlation_id=body.correlation_id,
+        status=MessageStatus.PENDING_APPROVAL
+        if decision.approval_required
         else MessageStatus.QUEUED,
     )
     session.add(m)
     await session.flush()
-    data = MessageAccepted(message_id=m.id, status=m.status, timestamp=iso(m.created_at) or ""
-                           ).model_dump()
+    data = MessageAccepted(
+        message_id=m.id, status=m.status, timestamp=iso(m.created_at) or ""
+    ).model_dump()
     _remember(session, user, idem_key, route, 202, data)
-    events.append(session, channel="messages", event="message_queued",
-                  data={"message_id": m.id, "to_sandbox": target.id, "priority": m.priority},
-                  workspace_id=ws.id, sandbox_id=sender.id)
+    events.append(
+        session,
+        channel="messages",
+        event="message_queued",
+        data={"message_id": m.id, "to_sandbox": target.id, "priority": m.priority},
+        workspace_id=ws.id,
+        sandbox_id=sender.id,
+    )
     await session.commit()
     if decision.approval_required:
         await _start_delivery(session, client, settings, m, needs_approval=True)
@@ -167,25 +227,36 @@ async def send(session: AsyncSession, temporal: TemporalGateway, settings: Setti
     return 202, data
 
 
-async def _start_delivery(session: AsyncSession, client: Client, settings: Settings, m: Message,
-                          *, needs_approval: bool) -> None:
+async def _start_delivery(
+    session: AsyncSession, client: Client, settings: Settings, m: Message, *, needs_approval: bool
+) -> None:
     """Start the message's own workflow (approval wait); undo the request if Temporal refuses."""
     inp = MessageDeliveryInput(
-        message_id=m.id, workspace_id=m.workspace_id, to_sandbox_id=m.to_sandbox_id,
-        priority=m.priority, attempt=m.attempts, needs_approval=needs_approval,
+        message_id=m.id,
+        workspace_id=m.workspace_id,
+        to_sandbox_id=m.to_sandbox_id,
+        priority=m.priority,
+        attempt=m.attempts,
+        needs_approval=needs_approval,
         approval_timeout_seconds=settings.message_approval_timeout_seconds,
-        requires_response=m.requires_response, timeout_seconds=m.timeout_seconds,
+        requires_response=m.requires_response,
+        timeout_seconds=m.timeout_seconds,
         max_wait_seconds=settings.message_max_wait_seconds,
     )
     try:
         await client.start_workflow(
-            DELIVERY, inp, id=message_workflow_id(m.id), task_queue=settings.task_queue,
+            DELIVERY,
+            inp,
+            id=message_workflow_id(m.id),
+            task_queue=settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=TypedSearchAttributes([
-                SearchAttributePair(sa.WORKSPACE_ID, m.workspace_id),
-                SearchAttributePair(sa.SANDBOX_ID, m.to_sandbox_id),
-                SearchAttributePair(sa.MESSAGE_ID, m.id),
-            ]),
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(sa.WORKSPACE_ID, m.workspace_id),
+                    SearchAttributePair(sa.SANDBOX_ID, m.to_sandbox_id),
+                    SearchAttributePair(sa.MESSAGE_ID, m.id),
+                ]
+            ),
         )
     except Exception as exc:
         await session.delete(m)
@@ -193,17 +264,21 @@ async def _start_delivery(session: AsyncSession, client: Client, settings: Setti
         raise ServiceUnavailable("Could not enqueue the message (Temporal unavailable)") from exc
 
 
-async def decide_approval(temporal: TemporalGateway, m: Message, user: User, approved: bool,
-                 reason: str | None) -> dict[str, Any]:
+async def decide_approval(
+    temporal: TemporalGateway, m: Message, user: User, approved: bool, reason: str | None
+) -> dict[str, Any]:
     if m.status != MessageStatus.PENDING_APPROVAL:
-        raise NotRetryable(f"message is not pending approval (it is {m.status})",
-                           {"status": m.status})
+        raise NotRetryable(
+            f"message is not pending approval (it is {m.status})", {"status": m.status}
+        )
     client = await temporal_client(temporal)
     handle = client.get_workflow_handle(message_workflow_id(m.id))
     try:
         status = await handle.execute_update(
-            "decide", ApprovalDecision(approved=approved, by_user=user.id, reason=reason),
-            result_type=str)
+            "decide",
+            ApprovalDecision(approved=approved, by_user=user.id, reason=reason),
+            result_type=str,
+        )
     except WorkflowUpdateFailedError as exc:
         raise NotRetryable("message is no longer pending approval", {"status": m.status}) from exc
     except RPCError as exc:
@@ -211,9 +286,15 @@ async def decide_approval(temporal: TemporalGateway, m: Message, user: User, app
     return {"message_id": m.id, "status": status, "timestamp": iso(utcnow())}
 
 
-async def broadcast(session: AsyncSession, temporal: TemporalGateway, settings: Settings,
-                    user: User, ws: Workspace, body: BroadcastSend, idem_key: str | None
-                    ) -> tuple[int, dict[str, Any]]:
+async def broadcast(
+    session: AsyncSession,
+    temporal: TemporalGateway,
+    settings: Settings,
+    user: User,
+    ws: Workspace,
+    body: BroadcastSend,
+    idem_key: str | None,
+) -> tuple[int, dict[str, Any]]:
     route = f"broadcast:{ws.id}"
     if (replayed := await _replay(session, user, idem_key, route)) is not None:
         return replayed
@@ -231,23 +312,45 @@ async def broadcast(session: AsyncSession, temporal: TemporalGateway, settings: 
         if not decision.allowed or decision.approval_required:
             denied.append({"sandbox_id": target.id, "reason": decision.reason})
             continue
-        m = Message(id=new_id(Prefix.MESSAGE), workspace_id=ws.id, from_sandbox_id=sender.id,
-                    from_agent=_primary(sender), to_sandbox_id=target.id, to_agent=None,
-                    message_type=body.message_type, content=body.content,
-                    priority=body.priority, broadcast_id=bc_id, status=MessageStatus.QUEUED)
+        m = Message(
+            id=new_id(Prefix.MESSAGE),
+            workspace_id=ws.id,
+            from_sandbox_id=sender.id,
+            from_agent=_primary(sender),
+            to_sandbox_id=target.id,
+            to_agent=None,
+            message_type=body.message_type,
+            content=body.content,
+            priority=body.priority,
+            broadcast_id=bc_id,
+            status=MessageStatus.QUEUED,
+        )
         session.add(m)
         messages.append(m)
         recipients.append(target.id)
     client = await temporal_client(temporal)
-    data = BroadcastAccepted(broadcast_id=bc_id, recipients=recipients, denied=denied,
-                             message_ids=[m.id for m in messages],
-                             timestamp=iso(utcnow()) or "").model_dump()
+    data = BroadcastAccepted(
+        broadcast_id=bc_id,
+        recipients=recipients,
+        denied=denied,
+        message_ids=[m.id for m in messages],
+        timestamp=iso(utcnow()) or "",
+    ).model_dump()
     _remember(session, user, idem_key, route, 202, data)
     for m in messages:
-        events.append(session, channel="messages", event="message_queued",
-                      data={"message_id": m.id, "to_sandbox": m.to_sandbox_id,
-                            "broadcast_id": bc_id, "priority": m.priority},
-                      workspace_id=ws.id, sandbox_id=sender.id)
+        events.append(
+            session,
+            channel="messages",
+            event="message_queued",
+            data={
+                "message_id": m.id,
+                "to_sandbox": m.to_sandbox_id,
+                "broadcast_id": bc_id,
+                "priority": m.priority,
+            },
+            workspace_id=ws.id,
+            sandbox_id=sender.id,
+        )
     await session.commit()
     await _accept(session, client, settings, messages)
     return 202, data
@@ -267,27 +370,41 @@ async def detail(session: AsyncSession, m: Message) -> MessageDetail:
     if m.response_message_id:
         reply = await session.get(Message, m.response_message_id)
         if reply is not None:
-            response = {"message_id": reply.id, "content": reply.content,
-                        "from_agent": reply.from_agent, "timestamp": iso(reply.created_at)}
+            response = {
+                "message_id": reply.id,
+                "content": reply.content,
+                "from_agent": reply.from_agent,
+                "timestamp": iso(reply.created_at),
+            }
     return MessageDetail(**to_out(m).model_dump(), response=response)
 
 
-async def list_for_sandbox(session: AsyncSession, sb: Sandbox, direction: str,
-                           since: datetime | None, limit: int) -> MessageList:
+async def list_for_sandbox(
+    session: AsyncSession, sb: Sandbox, direction: str, since: datetime | None, limit: int
+) -> MessageList:
     rows, total = await repo.for_sandbox(session, sb.id, direction, since, limit)
-    return MessageList(messages=[to_out(m) for m in rows],
-                       meta={"total": total, "returned": len(rows), "since": iso(since),
-                             "direction": direction})
+    return MessageList(
+        messages=[to_out(m) for m in rows],
+        meta={"total": total, "returned": len(rows), "since": iso(since), "direction": direction},
+    )
 
 
-async def retry(session: AsyncSession, temporal: TemporalGateway, settings: Settings,
-                m: Message) -> dict[str, Any]:
+async def retry(
+    session: AsyncSession, temporal: TemporalGateway, settings: Settings, m: Message
+) -> dict[str, Any]:
     if m.status not in RETRYABLE:
-        raise NotRetryable(f"only failed or timed-out deliveries can be retried "
-                           f"(this one is {m.status})", {"status": m.status})
+        raise NotRetryable(
+            f"only failed or timed-out deliveries can be retried (this one is {m.status})",
+            {"status": m.status},
+        )
     client = await temporal_client(temporal)
     previous = (m.status, m.status_reason, m.attempts)
-    m.status, m.status_reason, m.attempts, m.failed_at = MessageStatus.QUEUED, None, m.attempts + 1, None
+    m.status, m.status_reason, m.attempts, m.failed_at = (
+        MessageStatus.QUEUED,
+        None,
+        m.attempts + 1,
+        None,
+    )
     await session.commit()
     try:
         await signal_inbox(client, settings, m)
@@ -295,5 +412,9 @@ async def retry(session: AsyncSession, temporal: TemporalGateway, settings: Sett
         m.status, m.status_reason, m.attempts = previous
         await session.commit()
         raise ServiceUnavailable("Could not re-enqueue the message (Temporal unavailable)") from exc
-    return {"message_id": m.id, "status": m.status, "attempts": m.attempts,
-            "timestamp": iso(utcnow())}
+    return {
+        "message_id": m.id,
+        "status": m.status,
+        "attempts": m.attempts,
+        "timestamp": iso(utcnow()),
+    }

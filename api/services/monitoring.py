@@ -14,21 +14,29 @@ from store.repositories import metrics as repo
 from store.repositories import sandboxes as sandbox_repo
 
 
-async def aggregate(session: AsyncSession, ws: Workspace, since: datetime | None,
-                    granularity: str) -> dict[str, Any]:
+async def aggregate(
+    session: AsyncSession, ws: Workspace, since: datetime | None, granularity: str
+) -> dict[str, Any]:
     now = utcnow()
     start = as_utc(since) if since is not None else now - timedelta(hours=1)
     if start > now:
-        raise ValidationFailed("since must not be in the future", {"fields": [
-            {"field": "since", "message": "must not be in the future", "location": "query"}]})
+        raise ValidationFailed(
+            "since must not be in the future",
+            {
+                "fields": [
+                    {"field": "since", "message": "must not be in the future", "location": "query"}
+                ]
+            },
+        )
     counts = await repo.sandbox_counts(session, ws.id)
     avg_cpu, avg_mem = await repo.overall(session, ws.id, start)
     names = {sb.id: sb.name for sb in await sandbox_repo.in_workspace(session, ws.id)}
     by_sandbox: dict[str, dict[str, Any]] = {}
     for point in await repo.series(session, ws.id, start, granularity):
         sid = point.pop("sandbox_id")
-        entry = by_sandbox.setdefault(sid, {"sandbox_id": sid, "name": names.get(sid),
-                                            "series": []})
+        entry = by_sandbox.setdefault(
+            sid, {"sandbox_id": sid, "name": names.get(sid), "series": []}
+        )
         entry["series"].append(point)
     return {
         "workspace_id": ws.id,

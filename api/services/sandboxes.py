@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Any
 
@@ -64,8 +65,9 @@ WORKFLOW = "Sandbox"
 
 
 def _field_error(field: str, message: str) -> ValidationFailed:
-    return ValidationFailed(message, {"fields": [{"field": field, "message": message,
-                                                  "location": "body"}]})
+    return ValidationFailed(
+        message, {"fields": [{"field": field, "message": message, "location": "body"}]}
+    )
 
 
 # -- reading -----------------------------------------------------------------------------------
@@ -91,14 +93,24 @@ def connection_details(settings: Settings, sandbox_id: str) -> ConnectionDetails
 
 def to_out(sb: Sandbox) -> SandboxOut:
     return SandboxOut(
-        sandbox_id=sb.id, name=sb.name, workspace_id=sb.workspace_id, status=sb.status,
-        status_reason=sb.status_reason, agent_config=sb.agent_config, resources=sb.resources,
+        sandbox_id=sb.id,
+        name=sb.name,
+        workspace_id=sb.workspace_id,
+        status=sb.status,
+        status_reason=sb.status_reason,
+        agent_config=sb.agent_config,
+        resources=sb.resources,
         mcp_servers=sb.mcp_servers,
-        health=Health(status=sb.health_status if sb.status == "running" else
-                      ("unhealthy" if sb.status == "error" else "unknown"),
-                      last_heartbeat=iso(sb.last_heartbeat)),
-        restart_count=sb.restart_count, created_at=iso(sb.created_at) or "",
-        updated_at=iso(sb.updated_at) or "", started_at=iso(sb.started_at),
+        health=Health(
+            status=sb.health_status
+            if sb.status == "running"
+            else ("unhealthy" if sb.status == "error" else "unknown"),
+            last_heartbeat=iso(sb.last_heartbeat),
+        ),
+        restart_count=sb.restart_count,
+        created_at=iso(sb.created_at) or "",
+        updated_at=iso(sb.updated_at) or "",
+        started_at=iso(sb.started_at),
     )
 
 
@@ -128,11 +140,27 @@ async def list_sandboxes(
     session: AsyncSession, ws: Workspace, pg: Pagination, status: str | None
 ) -> tuple[list[SandboxOut], int]:
     if pg.sort not in repo.SORTABLE:
-        raise ValidationFailed("Unsupported sort field", {"fields": [
-            {"field": "sort", "message": f"one of {sorted(repo.SORTABLE)}", "location": "query"}]})
+        raise ValidationFailed(
+            "Unsupported sort field",
+            {
+                "fields": [
+                    {
+                        "field": "sort",
+                        "message": f"one of {sorted(repo.SORTABLE)}",
+                        "location": "query",
+                    }
+                ]
+            },
+        )
     rows, total = await repo.list_in_workspace(
-        session, ws.id, status=status, search=pg.search, sort=pg.sort,
-        descending=pg.order == "desc", offset=pg.offset, limit=pg.per_page,
+        session,
+        ws.id,
+        status=status,
+        search=pg.search,
+        sort=pg.sort,
+        descending=pg.order == "desc",
+        offset=pg.offset,
+        limit=pg.per_page,
     )
     return [to_out(sb) for sb in rows], total
 
@@ -143,9 +171,14 @@ async def logs(
     rows, total = await repo.logs(session, sb.id, since=since, min_level=level, limit=limit)
     return LogsOut(
         sandbox_id=sb.id,
-        logs=[LogEntry(timestamp=r.data.get("timestamp") or iso(r.created_at) or "",
-                       level=r.data.get("level", "info"), message=r.data.get("message", ""))
-              for r in rows],
+        logs=[
+            LogEntry(
+                timestamp=r.data.get("timestamp") or iso(r.created_at) or "",
+                level=r.data.get("level", "info"),
+                message=r.data.get("message", ""),
+            )
+            for r in rows
+        ],
         meta={"total": total, "returned": len(rows), "since": iso(since)},
     )
 
@@ -160,24 +193,36 @@ async def status(session: AsyncSession, ws: Workspace, sb: Sandbox) -> dict[str,
         "sandbox_id": sb.id,
         "status": sb.status,
         "status_reason": sb.status_reason,
-        "health": {"status": to_out(sb).health.status, "last_heartbeat": iso(sb.last_heartbeat),
-                   "uptime_seconds": uptime_seconds(sb)},
+        "health": {
+            "status": to_out(sb).health.status,
+            "last_heartbeat": iso(sb.last_heartbeat),
+            "uptime_seconds": uptime_seconds(sb),
+        },
         "resources": {
-            "memory_mb": {"allocated": allocated_mb, "used": used_mb,
-                          "percentage": round(100 * used_mb / allocated_mb, 1)
-                          if allocated_mb else 0},
-            "cpu_cores": {"allocated": sb.resources.get("cpu_cores"),
-                          # Docker's cpu % is per core: 100 % = one core busy.
-                          "used": round(sample.cpu_percent / 100, 3) if sample and running else 0},
-            "max_processes": {"allocated": sb.resources.get("max_processes"),
-                              "used": sample.pids if sample and running else 0},
+            "memory_mb": {
+                "allocated": allocated_mb,
+                "used": used_mb,
+                "percentage": round(100 * used_mb / allocated_mb, 1) if allocated_mb else 0,
+            },
+            "cpu_cores": {
+                "allocated": sb.resources.get("cpu_cores"),
+                # Docker's cpu % is per core: 100 % = one core busy.
+                "used": round(sample.cpu_percent / 100, 3) if sample and running else 0,
+            },
+            "max_processes": {
+                "allocated": sb.resources.get("max_processes"),
+                "used": sample.pids if sample and running else 0,
+            },
         },
         "connections": {
-            "collaboration_bus": "connected" if running and sb.health_status == "healthy"
+            "collaboration_bus": "connected"
+            if running and sb.health_status == "healthy"
             else "disconnected",
             # MCP servers are configuration only so far: report whether each is configured.
-            "mcp_servers": {name: "configured" if name in configured else "not_configured"
-                            for name in sb.mcp_servers},
+            "mcp_servers": {
+                name: "configured" if name in configured else "not_configured"
+                for name in sb.mcp_servers
+            },
         },
     }
 
@@ -201,15 +246,21 @@ async def metrics(session: AsyncSession, sb: Sandbox) -> dict[str, Any]:
         "timestamp": iso(sample.sampled_at) if sample else None,
         "resources": resources,
         "messaging": await message_repo.counters(session, sb.id),
-        "health": {"status": to_out(sb).health.status, "uptime_seconds": uptime_seconds(sb),
-                   "restart_count": sb.restart_count},
+        "health": {
+            "status": to_out(sb).health.status,
+            "uptime_seconds": uptime_seconds(sb),
+            "restart_count": sb.restart_count,
+        },
     }
 
 
 def config_out(sb: Sandbox, applied: dict[str, str] | None = None) -> SandboxConfigOut:
     return SandboxConfigOut(
-        sandbox_id=sb.id, agent_config=sb.agent_config, resources=sb.resources,
-        mcp_servers=sb.mcp_servers, environment_variables=mask_env(sb.environment_variables),
+        sandbox_id=sb.id,
+        agent_config=sb.agent_config,
+        resources=sb.resources,
+        mcp_servers=sb.mcp_servers,
+        environment_variables=mask_env(sb.environment_variables),
         applied=applied or {},
     )
 
@@ -217,8 +268,9 @@ def config_out(sb: Sandbox, applied: dict[str, str] | None = None) -> SandboxCon
 # -- writing -----------------------------------------------------------------------------------
 
 
-def _resources(ws: Workspace, requested: ResourcesIn | None, base: dict[str, Any] | None = None
-               ) -> dict[str, Any]:
+def _resources(
+    ws: Workspace, requested: ResourcesIn | None, base: dict[str, Any] | None = None
+) -> dict[str, Any]:
     defaults = {"memory_mb": 512, "cpu_cores": 1.0, "timeout_seconds": 300, "max_processes": 10}
     defaults.update((ws.settings or {}).get("resource_defaults", {}))
     merged = {**defaults, **(base or {})}
@@ -231,15 +283,23 @@ def _check_mcp(ws: Workspace, names: list[str]) -> None:
     known = {s["name"] for s in ws.mcp_servers or []} | set(SUPPORTED_MCP_SERVERS)
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise _field_error("mcp_servers", f"unknown MCP servers: {', '.join(unknown)} "
-                           "(configure them in the workspace config first)")
+        raise _field_error(
+            "mcp_servers",
+            f"unknown MCP servers: {', '.join(unknown)} "
+            "(configure them in the workspace config first)",
+        )
 
 
-def _workflow_input(settings: Settings, sb: Sandbox, state: SandboxState | None = None
-                    ) -> SandboxWorkflowInput:
+def _workflow_input(
+    settings: Settings, sb: Sandbox, state: SandboxState | None = None
+) -> SandboxWorkflowInput:
     return SandboxWorkflowInput(
-        sandbox_id=sb.id, workspace_id=sb.workspace_id, name=sb.name, image=settings.sandbox_image,
-        resources=SandboxResources(**sb.resources), environment=dict(sb.environment_variables),
+        sandbox_id=sb.id,
+        workspace_id=sb.workspace_id,
+        name=sb.name,
+        image=settings.sandbox_image,
+        resources=SandboxResources(**sb.resources),
+        environment=dict(sb.environment_variables),
         health_interval_seconds=settings.sandbox_health_interval_seconds,
         state=state or SandboxState(),
     )
@@ -247,39 +307,56 @@ def _workflow_input(settings: Settings, sb: Sandbox, state: SandboxState | None 
 
 async def _start_workflow(client: Client, settings: Settings, inp: SandboxWorkflowInput) -> None:
     await client.start_workflow(
-        WORKFLOW, inp, id=sandbox_workflow_id(inp.sandbox_id), task_queue=settings.task_queue,
+        WORKFLOW,
+        inp,
+        id=sandbox_workflow_id(inp.sandbox_id),
+        task_queue=settings.task_queue,
         # A retried create finds the same workflow instead of starting a second lifecycle.
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=TypedSearchAttributes([
-            SearchAttributePair(sa.WORKSPACE_ID, inp.workspace_id),
-            SearchAttributePair(sa.SANDBOX_ID, inp.sandbox_id),
-        ]),
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(sa.WORKSPACE_ID, inp.workspace_id),
+                SearchAttributePair(sa.SANDBOX_ID, inp.sandbox_id),
+            ]
+        ),
         memo={"sandbox_name": inp.name, "workspace_id": inp.workspace_id},
     )
 
 
 async def create(
-    session: AsyncSession, temporal: TemporalGateway, settings: Settings, ws: Workspace,
+    session: AsyncSession,
+    temporal: TemporalGateway,
+    settings: Settings,
+    ws: Workspace,
     body: SandboxCreate,
 ) -> SandboxCreated:
-    limit = min(int((ws.settings or {}).get("max_sandboxes", 10)),
-                settings.max_sandboxes_per_workspace)
+    limit = min(
+        int((ws.settings or {}).get("max_sandboxes", 10)), settings.max_sandboxes_per_workspace
+    )
     if await repo.count_in_workspace(session, ws.id) >= limit:
         raise ResourceExhausted(
             f"Sandbox limit reached: this workspace allows {limit} sandboxes",
-            {"limit": limit, "resource": "sandboxes",
-             "workspace_max_sandboxes": (ws.settings or {}).get("max_sandboxes"),
-             "edition_max_sandboxes_per_workspace": settings.max_sandboxes_per_workspace},
+            {
+                "limit": limit,
+                "resource": "sandboxes",
+                "workspace_max_sandboxes": (ws.settings or {}).get("max_sandboxes"),
+                "edition_max_sandboxes_per_workspace": settings.max_sandboxes_per_workspace,
+            },
         )
     if await repo.name_taken(session, ws.id, body.name):
-        raise AlreadyExists("A sandbox with this name already exists in the workspace",
-                            {"field": "name"})
+        raise AlreadyExists(
+            "A sandbox with this name already exists in the workspace", {"field": "name"}
+        )
     _check_mcp(ws, body.mcp_servers)
     client = await temporal_client(temporal)
     sb = Sandbox(
-        id=new_id(Prefix.SANDBOX), workspace_id=ws.id, name=body.name, status="provisioning",
+        id=new_id(Prefix.SANDBOX),
+        workspace_id=ws.id,
+        name=body.name,
+        status="provisioning",
         agent_config=body.agent_config.model_dump(mode="json", exclude_none=True),
-        resources=_resources(ws, body.resources), mcp_servers=body.mcp_servers,
+        resources=_resources(ws, body.resources),
+        mcp_servers=body.mcp_servers,
         environment_variables=body.environment_variables,
     )
     session.add(sb)
@@ -290,11 +367,16 @@ async def create(
         # No lifecycle, no sandbox: undo the row rather than leave a sandbox nothing drives.
         await session.delete(sb)
         await session.commit()
-        raise ServiceUnavailable("Could not start the sandbox lifecycle (Temporal unavailable)"
-                                 ) from exc
+        raise ServiceUnavailable(
+            "Could not start the sandbox lifecycle (Temporal unavailable)"
+        ) from exc
     return SandboxCreated(
-        sandbox_id=sb.id, name=sb.name, workspace_id=ws.id, status=sb.status,
-        connection_details=connection_details(settings, sb.id), created_at=iso(sb.created_at) or "",
+        sandbox_id=sb.id,
+        name=sb.name,
+        workspace_id=ws.id,
+        status=sb.status,
+        connection_details=connection_details(settings, sb.id),
+        created_at=iso(sb.created_at) or "",
     )
 
 
@@ -334,15 +416,17 @@ async def _resume_workflow(client: Client, settings: Settings, sb: Sandbox) -> N
     # The workflow is gone (completed, or Temporal's data was reset): start a new run that
     # continues from what the read model knows.
     desc_status = None
-    try:
-        desc_status = (await client.get_workflow_handle(sandbox_workflow_id(sb.id)).describe()).status
-    except RPCError:
-        pass
+    with contextlib.suppress(RPCError):
+        desc_status = (
+            await client.get_workflow_handle(sandbox_workflow_id(sb.id)).describe()
+        ).status
     if desc_status == WorkflowExecutionStatus.RUNNING:
         return
-    state = SandboxState(status=sb.status if sb.status in ("running", "stopped", "error")
-                         else "stopped", version=sb.status_version,
-                         restart_count=sb.restart_count)
+    state = SandboxState(
+        status=sb.status if sb.status in ("running", "stopped", "error") else "stopped",
+        version=sb.status_version,
+        restart_count=sb.restart_count,
+    )
     await _start_workflow(client, settings, _workflow_input(settings, sb, state))
 
 
@@ -350,27 +434,36 @@ async def lifecycle(
     temporal: TemporalGateway, settings: Settings, sb: Sandbox, op: SandboxOp
 ) -> LifecycleAccepted:
     result = await _update(temporal, settings, sb, op.value)
-    return LifecycleAccepted(sandbox_id=sb.id, status=result.status,
-                             estimated_ready_seconds=ESTIMATED_READY_SECONDS.get(result.status))
+    return LifecycleAccepted(
+        sandbox_id=sb.id,
+        status=result.status,
+        estimated_ready_seconds=ESTIMATED_READY_SECONDS.get(result.status),
+    )
 
 
-async def delete(session: AsyncSession, temporal: TemporalGateway, settings: Settings,
-                 sb: Sandbox) -> None:
+async def delete(
+    session: AsyncSession, temporal: TemporalGateway, settings: Settings, sb: Sandbox
+) -> None:
     """Remove the container (through the workflow) first, then the row: nothing orphaned."""
     await _update(temporal, settings, sb, "delete")
     await session.delete(sb)
     await session.commit()
 
 
-async def delete_all_in_workspace(session: AsyncSession, temporal: TemporalGateway,
-                                  settings: Settings, ws: Workspace) -> None:
+async def delete_all_in_workspace(
+    session: AsyncSession, temporal: TemporalGateway, settings: Settings, ws: Workspace
+) -> None:
     for sb in await repo.in_workspace(session, ws.id):
         await _update(temporal, settings, sb, "delete")
 
 
 async def update_config(
-    session: AsyncSession, temporal: TemporalGateway, settings: Settings, ws: Workspace,
-    sb: Sandbox, body: SandboxConfigUpdate,
+    session: AsyncSession,
+    temporal: TemporalGateway,
+    settings: Settings,
+    ws: Workspace,
+    sb: Sandbox,
+    body: SandboxConfigUpdate,
 ) -> SandboxConfigOut:
     applied: dict[str, str] = {}
     resources = _resources(ws, body.resources, sb.resources) if body.resources else None

@@ -33,8 +33,10 @@ async def _worker(temporal: TemporalGateway, settings: Settings) -> str:
     """Healthy when some worker polls our task queue; degraded (not down) when none does."""
     try:
         client = await temporal.client(PROBE_TIMEOUT)
-        for queue_type in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-                           TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
+        for queue_type in (
+            TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+        ):
             resp = await client.workflow_service.describe_task_queue(
                 DescribeTaskQueueRequest(
                     namespace=settings.temporal_namespace,

@@ -80,12 +80,24 @@ async def list_workspaces(
     if pg.sort not in repo.SORTABLE:
         raise ValidationFailed(
             "Unsupported sort field",
-            {"fields": [{"field": "sort", "message": f"one of {sorted(repo.SORTABLE)}",
-                         "location": "query"}]},
+            {
+                "fields": [
+                    {
+                        "field": "sort",
+                        "message": f"one of {sorted(repo.SORTABLE)}",
+                        "location": "query",
+                    }
+                ]
+            },
         )
     rows, total = await repo.list_owned(
-        session, user.id, search=pg.search, sort=pg.sort, descending=pg.order == "desc",
-        offset=pg.offset, limit=pg.per_page,
+        session,
+        user.id,
+        search=pg.search,
+        sort=pg.sort,
+        descending=pg.order == "desc",
+        offset=pg.offset,
+        limit=pg.per_page,
     )
     return [to_out(ws, n) for ws, n in rows], total
 
@@ -123,8 +135,9 @@ async def detail(session: AsyncSession, ws: Workspace) -> WorkspaceDetail:
     base = to_out(ws, len(sandboxes))
     return WorkspaceDetail(
         **base.model_dump(),
-        sandboxes=[SandboxSummary(sandbox_id=s.id, name=s.name, status=s.status)
-                   for s in sandboxes],
+        sandboxes=[
+            SandboxSummary(sandbox_id=s.id, name=s.name, status=s.status) for s in sandboxes
+        ],
     )
 
 

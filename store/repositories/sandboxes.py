@@ -28,20 +28,33 @@ async def get_owned(session: AsyncSession, sandbox_id: str, owner_id: str) -> Sa
 
 
 async def count_in_workspace(session: AsyncSession, workspace_id: str) -> int:
-    return await session.scalar(
-        select(func.count()).select_from(Sandbox).where(Sandbox.workspace_id == workspace_id)
-    ) or 0
+    return (
+        await session.scalar(
+            select(func.count()).select_from(Sandbox).where(Sandbox.workspace_id == workspace_id)
+        )
+        or 0
+    )
 
 
 async def name_taken(session: AsyncSession, workspace_id: str, name: str) -> bool:
-    return await session.scalar(
-        select(Sandbox.id).where(Sandbox.workspace_id == workspace_id, Sandbox.name == name)
-    ) is not None
+    return (
+        await session.scalar(
+            select(Sandbox.id).where(Sandbox.workspace_id == workspace_id, Sandbox.name == name)
+        )
+        is not None
+    )
 
 
 async def list_in_workspace(
-    session: AsyncSession, workspace_id: str, *, status: str | None, search: str | None,
-    sort: str, descending: bool, offset: int, limit: int,
+    session: AsyncSession,
+    workspace_id: str,
+    *,
+    status: str | None,
+    search: str | None,
+    sort: str,
+    descending: bool,
+    offset: int,
+    limit: int,
 ) -> tuple[list[Sandbox], int]:
     conds: list[ColumnElement[bool]] = [Sandbox.workspace_id == workspace_id]
     if status:
@@ -52,10 +65,14 @@ async def list_in_workspace(
     total = await session.scalar(select(func.count()).select_from(Sandbox).where(*conds)) or 0
     column = SORTABLE[sort]
     rows = await session.scalars(
-        select(Sandbox).where(*conds)
-        .order_by(column.desc() if descending else column.asc(),
-                  Sandbox.id.desc() if descending else Sandbox.id.asc())
-        .offset(offset).limit(limit)
+        select(Sandbox)
+        .where(*conds)
+        .order_by(
+            column.desc() if descending else column.asc(),
+            Sandbox.id.desc() if descending else Sandbox.id.asc(),
+        )
+        .offset(offset)
+        .limit(limit)
     )
     return list(rows), total
 
@@ -66,13 +83,19 @@ async def in_workspace(session: AsyncSession, workspace_id: str) -> list[Sandbox
 
 async def latest_sample(session: AsyncSession, sandbox_id: str) -> MetricsSample | None:
     return await session.scalar(
-        select(MetricsSample).where(MetricsSample.sandbox_id == sandbox_id)
-        .order_by(MetricsSample.sampled_at.desc(), MetricsSample.id.desc()).limit(1)
+        select(MetricsSample)
+        .where(MetricsSample.sandbox_id == sandbox_id)
+        .order_by(MetricsSample.sampled_at.desc(), MetricsSample.id.desc())
+        .limit(1)
     )
 
 
 async def logs(
-    session: AsyncSession, sandbox_id: str, *, since: datetime | None, min_level: str | None,
+    session: AsyncSession,
+    sandbox_id: str,
+    *,
+    since: datetime | None,
+    min_level: str | None,
     limit: int,
 ) -> tuple[list[Event], int]:
     """The newest `limit` log lines (returned oldest first) and how many match in total."""
@@ -84,8 +107,8 @@ async def logs(
         wanted = [lvl for lvl, rank in LEVEL_RANK.items() if rank >= LEVEL_RANK[min_level]]
         conds.append(Event.data["level"].as_string().in_(wanted))
     total = await session.scalar(select(func.count()).select_from(Event).where(*conds)) or 0
-    rows = list(await session.scalars(
-        select(Event).where(*conds).order_by(Event.id.desc()).limit(limit)
-    ))
+    rows = list(
+        await session.scalars(select(Event).where(*conds).order_by(Event.id.desc()).limit(limit))
+    )
     rows.reverse()
     return rows, total

@@ -23,9 +23,7 @@ async def get_session(session: AsyncSession, session_id: str) -> AuthSession | N
     return await session.get(AuthSession, session_id)
 
 
-async def active_session_user(
-    session: AsyncSession, session_id: str, user_id: str
-) -> User | None:
+async def active_session_user(session: AsyncSession, session_id: str, user_id: str) -> User | None:
     """The user behind a live (not revoked, not expired) login session, in one query."""
     stmt = (
         select(User)

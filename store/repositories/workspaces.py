@@ -32,9 +32,12 @@ def _filters(owner_id: str, search: str | None) -> list[ColumnElement[bool]]:
 
 
 async def count_owned(session: AsyncSession, owner_id: str) -> int:
-    return await session.scalar(
-        select(func.count()).select_from(Workspace).where(Workspace.owner_id == owner_id)
-    ) or 0
+    return (
+        await session.scalar(
+            select(func.count()).select_from(Workspace).where(Workspace.owner_id == owner_id)
+        )
+        or 0
+    )
 
 
 async def list_owned(
@@ -61,8 +64,10 @@ async def list_owned(
         .outerjoin(counts, counts.c.workspace_id == Workspace.id)
         .where(*conds)
         # id as a tie-breaker keeps pages stable when many rows share a timestamp.
-        .order_by(column.desc() if descending else column.asc(),
-                  Workspace.id.desc() if descending else Workspace.id.asc())
+        .order_by(
+            column.desc() if descending else column.asc(),
+            Workspace.id.desc() if descending else Workspace.id.asc(),
+        )
         .offset(offset)
         .limit(limit)
     )

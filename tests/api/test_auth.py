@@ -25,8 +25,15 @@ LOGOUT = "/api/v1/auth/logout"
 
 async def test_register_returns_the_spec_shape(client: httpx.AsyncClient) -> None:
     email = f"New.User-{uuid.uuid4().hex[:6]}@Example.com"
-    r = await client.post(REGISTER, json={"email": email, "password": "longenough", "name": "Jo",
-                                          "organization": "Example Corp"})
+    r = await client.post(
+        REGISTER,
+        json={
+            "email": email,
+            "password": "longenough",
+            "name": "Jo",
+            "organization": "Example Corp",
+        },
+    )
     assert r.status_code == 201, r.text
     data = r.json()["data"]
     assert data["user_id"].startswith("usr_") and len(data["user_id"]) == 14
@@ -35,7 +42,9 @@ async def test_register_returns_the_spec_shape(client: httpx.AsyncClient) -> Non
     assert "password" not in r.text and "hash" not in r.text
 
 
-async def test_password_is_stored_as_argon2id(client: httpx.AsyncClient, settings: Settings) -> None:
+async def test_password_is_stored_as_argon2id(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
     acc = await new_account(client)
     engine = create_engine(settings.resolved_database_url)
     async with session_factory(engine)() as s:
@@ -45,9 +54,12 @@ async def test_password_is_stored_as_argon2id(client: httpx.AsyncClient, setting
     await engine.dispose()
 
 
-async def test_duplicate_email_is_409_case_insensitive(client: httpx.AsyncClient, account: Account) -> None:
-    r = await client.post(REGISTER, json={"email": account.email.upper(), "password": "whatever1",
-                                          "name": "Dup"})
+async def test_duplicate_email_is_409_case_insensitive(
+    client: httpx.AsyncClient, account: Account
+) -> None:
+    r = await client.post(
+        REGISTER, json={"email": account.email.upper(), "password": "whatever1", "name": "Dup"}
+    )
     assert_error(r, 409, "RESOURCE_ALREADY_EXISTS")
 
 
@@ -65,19 +77,28 @@ async def test_duplicate_email_is_409_case_insensitive(client: httpx.AsyncClient
         {},
     ],
 )
-async def test_register_rejects_bad_input(client: httpx.AsyncClient, payload: dict[str, object]) -> None:
+async def test_register_rejects_bad_input(
+    client: httpx.AsyncClient, payload: dict[str, object]
+) -> None:
     assert_error(await client.post(REGISTER, json=payload), 422, "VALIDATION_ERROR")
 
 
-async def test_login_returns_tokens_and_user(client: httpx.AsyncClient, account: Account, settings: Settings) -> None:
+async def test_login_returns_tokens_and_user(
+    client: httpx.AsyncClient, account: Account, settings: Settings
+) -> None:
     r = await client.post(LOGIN, json={"email": account.email, "password": account.password})
     data = r.json()["data"]
     assert data["token_type"] == "Bearer" and data["expires_in"] == 3600
     assert data["user"] == {"user_id": account.user_id, "email": account.email, "name": "Test User"}
     header = jwt.get_unverified_header(data["access_token"])
     assert header["alg"] == "HS256"
-    claims = jwt.decode(data["access_token"], settings.jwt_key(), algorithms=["HS256"],
-                        audience=settings.jwt_audience, issuer=settings.jwt_issuer)
+    claims = jwt.decode(
+        data["access_token"],
+        settings.jwt_key(),
+        algorithms=["HS256"],
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+    )
     assert claims["exp"] - claims["iat"] == 3600
     assert claims["sub"] == account.user_id and claims["jti"] and claims["typ"] == "access"
 
@@ -85,10 +106,16 @@ async def test_login_returns_tokens_and_user(client: httpx.AsyncClient, account:
 async def test_bad_credentials_do_not_reveal_which_part_was_wrong(
     client: httpx.AsyncClient, account: Account
 ) -> None:
-    wrong_pw = assert_error(await client.post(LOGIN, json={"email": account.email, "password": "wrong-pass"}),
-                            401, "AUTHENTICATION_FAILED")
-    no_user = assert_error(await client.post(LOGIN, json={"email": "ghost@example.com", "password": "wrong-pass"}),
-                           401, "AUTHENTICATION_FAILED")
+    wrong_pw = assert_error(
+        await client.post(LOGIN, json={"email": account.email, "password": "wrong-pass"}),
+        401,
+        "AUTHENTICATION_FAILED",
+    )
+    no_user = assert_error(
+        await client.post(LOGIN, json={"email": "ghost@example.com", "password": "wrong-pass"}),
+        401,
+        "AUTHENTICATION_FAILED",
+    )
     assert wrong_pw["error"]["message"] == no_user["error"]["message"]
     assert wrong_pw["error"]["details"] == no_user["error"]["details"]
 
@@ -98,15 +125,22 @@ def _forge(claims: dict[str, object], key: str, alg: str = "HS256") -> str:
 
 
 def _valid_claims(settings: Settings, account_token: str) -> dict[str, object]:
-    return jwt.decode(account_token, settings.jwt_key(), algorithms=["HS256"],
-                      audience=settings.jwt_audience, issuer=settings.jwt_issuer)
+    return jwt.decode(
+        account_token,
+        settings.jwt_key(),
+        algorithms=["HS256"],
+        audience=settings.jwt_audience,
+        issuer=settings.jwt_issuer,
+    )
 
 
 def _b64(obj: dict[str, object]) -> str:
     return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
 
-async def test_jwt_attacks_are_refused(client: httpx.AsyncClient, account: Account, settings: Settings) -> None:
+async def test_jwt_attacks_are_refused(
+    client: httpx.AsyncClient, account: Account, settings: Settings
+) -> None:
     good = _valid_claims(settings, account.access_token)
     key = settings.jwt_key()
     now = int(time.time())
@@ -119,7 +153,8 @@ async def test_jwt_attacks_are_refused(client: httpx.AsyncClient, account: Accou
         "missing exp": _forge({k: v for k, v in good.items() if k != "exp"}, key),
         "refresh used as access": _forge({**good, "typ": "refresh"}, key),
         "HS512 with same key": _forge(good, key, "HS512"),
-        "tampered": account.access_token[:-4] + ("AAAA" if not account.access_token.endswith("AAAA") else "BBBB"),
+        "tampered": account.access_token[:-4]
+        + ("AAAA" if not account.access_token.endswith("AAAA") else "BBBB"),
         "garbage": "not.a.jwt",
     }
     for name, token in attacks.items():
@@ -137,17 +172,32 @@ async def test_refresh_rotates_and_reuse_revokes_the_family(client: httpx.AsyncC
     assert (await client.get("/api/v1/workspaces", headers=ok_headers)).status_code == 200
 
     # Replaying the spent token is treated as theft: the whole session dies.
-    assert_error(await client.post(REFRESH, json={"refresh_token": acc.refresh_token}), 401,
-                 "AUTHENTICATION_FAILED")
-    assert_error(await client.post(REFRESH, json={"refresh_token": first["refresh_token"]}), 401,
-                 "AUTHENTICATION_FAILED")
-    assert_error(await client.get("/api/v1/workspaces", headers=ok_headers), 401, "AUTHENTICATION_FAILED")
-    assert_error(await client.get("/api/v1/workspaces", headers=acc.headers), 401, "AUTHENTICATION_FAILED")
+    assert_error(
+        await client.post(REFRESH, json={"refresh_token": acc.refresh_token}),
+        401,
+        "AUTHENTICATION_FAILED",
+    )
+    assert_error(
+        await client.post(REFRESH, json={"refresh_token": first["refresh_token"]}),
+        401,
+        "AUTHENTICATION_FAILED",
+    )
+    assert_error(
+        await client.get("/api/v1/workspaces", headers=ok_headers), 401, "AUTHENTICATION_FAILED"
+    )
+    assert_error(
+        await client.get("/api/v1/workspaces", headers=acc.headers), 401, "AUTHENTICATION_FAILED"
+    )
 
 
-async def test_access_token_is_not_a_refresh_token(client: httpx.AsyncClient, account: Account) -> None:
-    assert_error(await client.post(REFRESH, json={"refresh_token": account.access_token}), 401,
-                 "AUTHENTICATION_FAILED")
+async def test_access_token_is_not_a_refresh_token(
+    client: httpx.AsyncClient, account: Account
+) -> None:
+    assert_error(
+        await client.post(REFRESH, json={"refresh_token": account.access_token}),
+        401,
+        "AUTHENTICATION_FAILED",
+    )
 
 
 async def test_logout_revokes_the_session(client: httpx.AsyncClient) -> None:
@@ -156,9 +206,14 @@ async def test_logout_revokes_the_session(client: httpx.AsyncClient) -> None:
     other_headers = {"Authorization": f"Bearer {other_login.json()['data']['access_token']}"}
     r = await client.post(LOGOUT, headers=acc.headers)
     assert r.status_code == 204 and r.content == b""
-    assert_error(await client.get("/api/v1/workspaces", headers=acc.headers), 401, "AUTHENTICATION_FAILED")
-    assert_error(await client.post(REFRESH, json={"refresh_token": acc.refresh_token}), 401,
-                 "AUTHENTICATION_FAILED")
+    assert_error(
+        await client.get("/api/v1/workspaces", headers=acc.headers), 401, "AUTHENTICATION_FAILED"
+    )
+    assert_error(
+        await client.post(REFRESH, json={"refresh_token": acc.refresh_token}),
+        401,
+        "AUTHENTICATION_FAILED",
+    )
     # Only that session: the user's other login still works.
     assert (await client.get("/api/v1/workspaces", headers=other_headers)).status_code == 200
 
@@ -179,11 +234,13 @@ async def test_jwt_secret_is_generated_and_persisted(database_url: str, tmp_path
     assert other != first
 
 
-async def test_tokens_from_another_installation_are_refused(database_url: str, tmp_path: object,
-                                                            account: Account) -> None:
+async def test_tokens_from_another_installation_are_refused(
+    database_url: str, tmp_path: object, account: Account
+) -> None:
     from pathlib import Path
 
     foreign = create_app(make_settings(database_url, Path(str(tmp_path))))
     async with app_client(foreign) as c:
-        assert_error(await c.get("/api/v1/workspaces", headers=account.headers), 401,
-                     "AUTHENTICATION_FAILED")
+        assert_error(
+            await c.get("/api/v1/workspaces", headers=account.headers), 401, "AUTHENTICATION_FAILED"
+        )

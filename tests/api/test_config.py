@@ -32,21 +32,34 @@ async def _stored(settings: Settings, wid: str) -> Workspace:
 async def test_defaults(client: httpx.AsyncClient, account: Account, wid: str) -> None:
     data = (await client.get(f"{WS}/{wid}/config", headers=account.headers)).json()["data"]
     assert data["workspace_id"] == wid
-    assert data["settings"]["max_sandboxes"] == 10 and data["settings"]["default_llm_provider"] == "qwen"
+    assert (
+        data["settings"]["max_sandboxes"] == 10
+        and data["settings"]["default_llm_provider"] == "qwen"
+    )
     assert data["llm_providers"] == [] and data["mcp_servers"] == []
     assert data["collaboration_policy"] == {"mode": "allow_all", "rules": []}
 
 
-async def test_api_keys_are_write_only(client: httpx.AsyncClient, account: Account, wid: str,
-                                       settings: Settings) -> None:
+async def test_api_keys_are_write_only(
+    client: httpx.AsyncClient, account: Account, wid: str, settings: Settings
+) -> None:
     secret = "sk-live-very-secret-value-123"
     body = {
         "settings": {"max_sandboxes": 20},
         "llm_providers": [
-            {"name": "claude", "api_key": "${ANTHROPIC_API_KEY}",
-             "models": ["claude-3-5-sonnet-20241022"], "default_model": "claude-3-5-sonnet-20241022"},
-            {"name": "openai", "api_key": secret, "base_url": "http://127.0.0.1:9999/v1",
-             "models": ["gpt-4o"], "parameters": {"temperature": 0.2}},
+            {
+                "name": "claude",
+                "api_key": "${ANTHROPIC_API_KEY}",
+                "models": ["claude-3-5-sonnet-20241022"],
+                "default_model": "claude-3-5-sonnet-20241022",
+            },
+            {
+                "name": "openai",
+                "api_key": secret,
+                "base_url": "http://127.0.0.1:9999/v1",
+                "models": ["gpt-4o"],
+                "parameters": {"temperature": 0.2},
+            },
         ],
     }
     r = await client.put(f"{WS}/{wid}/config", json=body, headers=account.headers)
@@ -56,14 +69,18 @@ async def test_api_keys_are_write_only(client: httpx.AsyncClient, account: Accou
     assert secret not in got.text
     providers = {p["name"]: p for p in got.json()["data"]["llm_providers"]}
     assert providers["claude"]["api_key"] == "${ANTHROPIC_API_KEY}"  # references stay references
-    assert providers["openai"]["api_key"] == "********" and providers["openai"]["api_key_set"] is True
+    assert (
+        providers["openai"]["api_key"] == "********" and providers["openai"]["api_key_set"] is True
+    )
     assert got.json()["data"]["settings"]["max_sandboxes"] == 20
 
     # Round-tripping what GET returned (mask included) keeps the stored key.
-    round_trip = {"llm_providers": [
-        {k: v for k, v in p.items() if k not in {"api_key_set"} and v is not None}
-        for p in got.json()["data"]["llm_providers"]
-    ]}
+    round_trip = {
+        "llm_providers": [
+            {k: v for k, v in p.items() if k not in {"api_key_set"} and v is not None}
+            for p in got.json()["data"]["llm_providers"]
+        ]
+    }
     r = await client.put(f"{WS}/{wid}/config", json=round_trip, headers=account.headers)
     assert r.status_code == 200, r.text
     stored = {p["name"]: p for p in (await _stored(settings, wid)).llm_providers}
@@ -74,24 +91,45 @@ async def test_api_keys_are_write_only(client: httpx.AsyncClient, account: Accou
     assert secret not in (await client.get(WS, headers=account.headers)).text
 
 
-async def test_mcp_servers_and_policy(client: httpx.AsyncClient, account: Account, wid: str) -> None:
+async def test_mcp_servers_and_policy(
+    client: httpx.AsyncClient, account: Account, wid: str
+) -> None:
     body = {
         "mcp_servers": [
-            {"name": "filesystem", "transport": "stdio", "command": "mcp-fs", "args": ["/workspace"],
-             "env": {"TOKEN": "hunter2-secret", "HOME_REF": "${HOME}"}},
-            {"name": "web-search", "transport": "sse", "url": "http://127.0.0.1:7000/sse", "enabled": False},
+            {
+                "name": "filesystem",
+                "transport": "stdio",
+                "command": "mcp-fs",
+                "args": ["/workspace"],
+                "env": {"TOKEN": "hunter2-secret", "HOME_REF": "${HOME}"},
+            },
+            {
+                "name": "web-search",
+                "transport": "sse",
+                "url": "http://127.0.0.1:7000/sse",
+                "enabled": False,
+            },
         ],
         "collaboration_policy": {
             "mode": "allow_list",
-            "rules": [{"from": "frontend-team", "to": ["backend-team"], "message_types": ["request"],
-                       "approval_required": True}],
+            "rules": [
+                {
+                    "from": "frontend-team",
+                    "to": ["backend-team"],
+                    "message_types": ["request"],
+                    "approval_required": True,
+                }
+            ],
         },
     }
     r = await client.put(f"{WS}/{wid}/config", json=body, headers=account.headers)
     assert r.status_code == 200, r.text
     data = r.json()["data"]
     servers = {s["name"]: s for s in data["mcp_servers"]}
-    assert servers["filesystem"]["status"] == "enabled" and servers["web-search"]["status"] == "disabled"
+    assert (
+        servers["filesystem"]["status"] == "enabled"
+        and servers["web-search"]["status"] == "disabled"
+    )
     assert servers["filesystem"]["env"] == {"TOKEN": "********", "HOME_REF": "${HOME}"}
     assert "hunter2-secret" not in r.text
     assert data["collaboration_policy"]["mode"] == "allow_list"
@@ -111,15 +149,20 @@ async def test_mcp_servers_and_policy(client: httpx.AsyncClient, account: Accoun
         {"mcp_servers": [{"name": "fs", "transport": "sse"}]},
         {"mcp_servers": [{"name": "fs", "transport": "carrier-pigeon", "command": "x"}]},
         {"collaboration_policy": {"mode": "maybe"}},
-        {"collaboration_policy": {"mode": "allow_list", "rules": [{"from": "a", "to": "b",
-                                                                   "message_types": ["gossip"]}]}},
+        {
+            "collaboration_policy": {
+                "mode": "allow_list",
+                "rules": [{"from": "a", "to": "b", "message_types": ["gossip"]}],
+            }
+        },
         {"settings": {"max_sandboxes": -1}},
         {"unknown_section": {}},
         {"llm_providers": [{"name": "qwen", "api_key": "nul\x00"}]},
     ],
 )
-async def test_invalid_config_is_422_configuration_invalid(client: httpx.AsyncClient, account: Account,
-                                                           wid: str, body: dict[str, object]) -> None:
+async def test_invalid_config_is_422_configuration_invalid(
+    client: httpx.AsyncClient, account: Account, wid: str, body: dict[str, object]
+) -> None:
     before = (await client.get(f"{WS}/{wid}/config", headers=account.headers)).json()["data"]
     r = await client.put(f"{WS}/{wid}/config", json=body, headers=account.headers)
     body_json = assert_error(r, 422, "CONFIGURATION_INVALID")

@@ -92,8 +92,12 @@ async def test_openapi_document_is_served(client: httpx.AsyncClient) -> None:
     r = await client.get("/api/v1/openapi.json")
     assert r.status_code == 200
     paths = r.json()["paths"]
-    for path in ("/api/v1/auth/register", "/api/v1/workspaces", "/api/v1/workspaces/{workspace_id}/config",
-                 "/api/v1/system/health"):
+    for path in (
+        "/api/v1/auth/register",
+        "/api/v1/workspaces",
+        "/api/v1/workspaces/{workspace_id}/config",
+        "/api/v1/system/health",
+    ):
         assert path in paths
     assert (await client.get("/docs")).status_code == 200
 

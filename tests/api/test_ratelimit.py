@@ -17,7 +17,9 @@ async def test_auth_limit_per_ip(database_url: str, tmp_path: Path) -> None:
     async with app_client(app) as c:
         codes = []
         for _ in range(10):
-            r = await c.post("/api/v1/auth/login", json={"email": "x@y.co", "password": "whatever1"})
+            r = await c.post(
+                "/api/v1/auth/login", json={"email": "x@y.co", "password": "whatever1"}
+            )
             codes.append(r.status_code)
         assert codes == [401] * 10
         r = await c.post("/api/v1/auth/login", json={"email": "x@y.co", "password": "whatever1"})
@@ -25,8 +27,11 @@ async def test_auth_limit_per_ip(database_url: str, tmp_path: Path) -> None:
         assert 1 <= int(r.headers["retry-after"]) <= 60
         assert body["error"]["details"]["retry_after_seconds"] == int(r.headers["retry-after"])
         # Changing the request id, or the endpoint within the group, does not reset it.
-        r = await c.post("/api/v1/auth/register", headers={"X-Request-ID": "new"},
-                         json={"email": "q@y.co", "password": "whatever1", "name": "Q"})
+        r = await c.post(
+            "/api/v1/auth/register",
+            headers={"X-Request-ID": "new"},
+            json={"email": "q@y.co", "password": "whatever1", "name": "Q"},
+        )
         assert_error(r, 429, "RATE_LIMIT_EXCEEDED")
 
 
@@ -45,8 +50,9 @@ async def test_workspace_limit_is_per_user(database_url: str, tmp_path: Path) ->
 
 
 def test_gcra_refills_over_time() -> None:
-    limiter = RateLimiter(make_settings("sqlite+aiosqlite:///:memory:", Path("/tmp"),
-                                        rate_limit_auth_per_minute=2))
+    limiter = RateLimiter(
+        make_settings("sqlite+aiosqlite:///:memory:", Path("/tmp"), rate_limit_auth_per_minute=2)
+    )
     now = [1000.0]
     limiter._now = lambda: now[0]
     limiter.hit("auth", "k")

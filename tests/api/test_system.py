@@ -19,8 +19,11 @@ from worker.main import build_activities, build_worker
 async def test_info(client: httpx.AsyncClient) -> None:
     data = (await client.get("/api/v1/system/info")).json()["data"]
     assert data["edition"] == "community"
-    assert data["features"] == {"max_workspaces": 10, "max_sandboxes_per_workspace": 5,
-                                "cross_machine_deployment": False}
+    assert data["features"] == {
+        "max_workspaces": 10,
+        "max_sandboxes_per_workspace": 5,
+        "cross_machine_deployment": False,
+    }
     assert data["supported_llm_providers"] == ["qwen", "glm", "claude", "openai"]
     assert "filesystem" in data["supported_mcp_servers"]
 
@@ -34,8 +37,11 @@ async def test_health_names_temporal_when_it_is_down(client: httpx.AsyncClient) 
 
 
 async def test_health_names_the_database_when_it_is_down(tmp_path: Path, temporal_env: Any) -> None:
-    settings = make_settings("postgresql+psycopg://postgres@127.0.0.1:1/nowhere", tmp_path,
-                             temporal_address=temporal_address(temporal_env))
+    settings = make_settings(
+        "postgresql+psycopg://postgres@127.0.0.1:1/nowhere",
+        tmp_path,
+        temporal_address=temporal_address(temporal_env),
+    )
     async with app_client(create_app(settings)) as c:
         body = assert_error(await c.get("/api/v1/system/health"), 503, "SERVICE_UNAVAILABLE")
     assert body["error"]["details"]["failing_services"] == ["database"]
@@ -43,10 +49,15 @@ async def test_health_names_the_database_when_it_is_down(tmp_path: Path, tempora
 
 
 @pytest.mark.temporal
-async def test_health_with_real_temporal_and_worker(database_url: str, tmp_path: Path,
-                                                    temporal_env: Any) -> None:
-    settings = make_settings(database_url, tmp_path, temporal_address=temporal_address(temporal_env),
-                             task_queue=f"health-{uuid.uuid4().hex[:8]}")
+async def test_health_with_real_temporal_and_worker(
+    database_url: str, tmp_path: Path, temporal_env: Any
+) -> None:
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        temporal_address=temporal_address(temporal_env),
+        task_queue=f"health-{uuid.uuid4().hex[:8]}",
+    )
     async with app_client(create_app(settings)) as c:
         # Temporal up, nobody polling our queue yet: degraded, not down.
         data = (await c.get("/api/v1/system/health")).json()["data"]
@@ -67,5 +78,9 @@ async def test_health_with_real_temporal_and_worker(database_url: str, tmp_path:
                     data = (await c.get("/api/v1/system/health")).json()["data"]
         await engine.dispose()
         assert data["status"] == "healthy"
-        assert data["services"] == {"api": "healthy", "database": "healthy", "temporal": "healthy",
-                                    "worker": "healthy"}
+        assert data["services"] == {
+            "api": "healthy",
+            "database": "healthy",
+            "temporal": "healthy",
+            "worker": "healthy",
+        }

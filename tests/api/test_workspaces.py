@@ -22,76 +22,116 @@ async def _create(client: httpx.AsyncClient, acc: Account, **body: object) -> di
 
 
 async def test_create_get_update_delete(client: httpx.AsyncClient, account: Account) -> None:
-    created = await _create(client, account, name="E-commerce Development",
-                            description="AI agents for e-commerce platform",
-                            settings={"max_sandboxes": 7, "default_llm_provider": "claude",
-                                      "collaboration_policy": "allow_list"})
+    created = await _create(
+        client,
+        account,
+        name="E-commerce Development",
+        description="AI agents for e-commerce platform",
+        settings={
+            "max_sandboxes": 7,
+            "default_llm_provider": "claude",
+            "collaboration_policy": "allow_list",
+        },
+    )
     wid = created["workspace_id"]
     assert str(wid).startswith("ws_") and created["owner_id"] == account.user_id
     assert created["settings"]["max_sandboxes"] == 7
     assert created["settings"]["collaboration_policy"] == "allow_list"
-    assert created["settings"]["resource_defaults"] == {"memory_mb": 512, "cpu_cores": 1.0,
-                                                        "timeout_seconds": 300}
+    assert created["settings"]["resource_defaults"] == {
+        "memory_mb": 512,
+        "cpu_cores": 1.0,
+        "timeout_seconds": 300,
+    }
 
     r = await client.get(f"{WS}/{wid}", headers=account.headers)
     detail = r.json()["data"]
     assert detail["sandbox_count"] == 0 and detail["sandboxes"] == []
 
-    r = await client.put(f"{WS}/{wid}", headers=account.headers,
-                         json={"name": "Renamed", "settings": {"max_sandboxes": 20,
-                                                                "resource_defaults": {"memory_mb": 1024}}})
+    r = await client.put(
+        f"{WS}/{wid}",
+        headers=account.headers,
+        json={
+            "name": "Renamed",
+            "settings": {"max_sandboxes": 20, "resource_defaults": {"memory_mb": 1024}},
+        },
+    )
     assert r.status_code == 200, r.text
     updated = r.json()["data"]
     # Partial merge: untouched settings keep their values.
-    assert updated["name"] == "Renamed" and updated["description"] == "AI agents for e-commerce platform"
+    assert (
+        updated["name"] == "Renamed"
+        and updated["description"] == "AI agents for e-commerce platform"
+    )
     assert updated["settings"]["max_sandboxes"] == 20
     assert updated["settings"]["default_llm_provider"] == "claude"
-    assert updated["settings"]["resource_defaults"] == {"memory_mb": 1024, "cpu_cores": 1.0,
-                                                        "timeout_seconds": 300}
+    assert updated["settings"]["resource_defaults"] == {
+        "memory_mb": 1024,
+        "cpu_cores": 1.0,
+        "timeout_seconds": 300,
+    }
     assert updated["updated_at"] >= created["updated_at"]
 
     r = await client.delete(f"{WS}/{wid}", headers=account.headers)
     assert r.status_code == 204 and r.content == b""
-    assert_error(await client.get(f"{WS}/{wid}", headers=account.headers), 404, "RESOURCE_NOT_FOUND")
+    assert_error(
+        await client.get(f"{WS}/{wid}", headers=account.headers), 404, "RESOURCE_NOT_FOUND"
+    )
 
 
 async def test_pagination_sort_and_search(client: httpx.AsyncClient) -> None:
     acc = await new_account(client)
     for name in ["alpha", "bravo", "charlie", "delta", "echo"]:
         await _create(client, acc, name=name, description=f"team {name}")
-    r = await client.get(WS, params={"per_page": 2, "page": 2, "sort": "name", "order": "asc"},
-                         headers=acc.headers)
+    r = await client.get(
+        WS, params={"per_page": 2, "page": 2, "sort": "name", "order": "asc"}, headers=acc.headers
+    )
     body = r.json()
     assert [w["name"] for w in body["data"]] == ["charlie", "delta"]
     meta = body["meta"]
     assert (meta["total"], meta["page"], meta["per_page"], meta["total_pages"]) == (5, 2, 2, 3)
     assert meta["has_next"] is True and meta["has_prev"] is True
 
-    r = await client.get(WS, params={"per_page": 2, "page": 3, "sort": "name", "order": "asc"},
-                         headers=acc.headers)
-    assert [w["name"] for w in r.json()["data"]] == ["echo"] and r.json()["meta"]["has_next"] is False
+    r = await client.get(
+        WS, params={"per_page": 2, "page": 3, "sort": "name", "order": "asc"}, headers=acc.headers
+    )
+    assert [w["name"] for w in r.json()["data"]] == ["echo"] and r.json()["meta"][
+        "has_next"
+    ] is False
 
     r = await client.get(WS, headers=acc.headers)  # default: newest first
     assert [w["name"] for w in r.json()["data"]] == ["echo", "delta", "charlie", "bravo", "alpha"]
 
     r = await client.get(WS, params={"search": "RAV"}, headers=acc.headers)
     assert [w["name"] for w in r.json()["data"]] == ["bravo"]
-    r = await client.get(WS, params={"search": "%"}, headers=acc.headers)  # LIKE wildcards are literal
+    r = await client.get(
+        WS, params={"search": "%"}, headers=acc.headers
+    )  # LIKE wildcards are literal
     assert r.json()["data"] == [] and r.json()["meta"]["total"] == 0
 
 
 @pytest.mark.parametrize(
     "params",
-    [{"per_page": 101}, {"per_page": 0}, {"page": 0}, {"page": "x"}, {"order": "sideways"},
-     {"sort": "password_hash"}, {"search": "s" * 101}],
+    [
+        {"per_page": 101},
+        {"per_page": 0},
+        {"page": 0},
+        {"page": "x"},
+        {"order": "sideways"},
+        {"sort": "password_hash"},
+        {"search": "s" * 101},
+    ],
 )
-async def test_bad_list_parameters_are_422(client: httpx.AsyncClient, account: Account,
-                                           params: dict[str, object]) -> None:
-    assert_error(await client.get(WS, params=params, headers=account.headers), 422, "VALIDATION_ERROR")
+async def test_bad_list_parameters_are_422(
+    client: httpx.AsyncClient, account: Account, params: dict[str, object]
+) -> None:
+    assert_error(
+        await client.get(WS, params=params, headers=account.headers), 422, "VALIDATION_ERROR"
+    )
 
 
-async def test_other_users_workspaces_are_not_found(client: httpx.AsyncClient, account: Account,
-                                                    other_account: Account) -> None:
+async def test_other_users_workspaces_are_not_found(
+    client: httpx.AsyncClient, account: Account, other_account: Account
+) -> None:
     wid = (await _create(client, account))["workspace_id"]
     h = other_account.headers
     for method, path, body in [
@@ -111,7 +151,9 @@ async def test_other_users_workspaces_are_not_found(client: httpx.AsyncClient, a
 
 @pytest.mark.parametrize("wid", ["ws_short", "1", "ws_ABCDEFGHIJ", "ws_abcdefghij'--", "%00"])
 async def test_malformed_ids_are_404(client: httpx.AsyncClient, account: Account, wid: str) -> None:
-    assert_error(await client.get(f"{WS}/{wid}", headers=account.headers), 404, "RESOURCE_NOT_FOUND")
+    assert_error(
+        await client.get(f"{WS}/{wid}", headers=account.headers), 404, "RESOURCE_NOT_FOUND"
+    )
 
 
 @pytest.mark.parametrize(
@@ -132,8 +174,9 @@ async def test_malformed_ids_are_404(client: httpx.AsyncClient, account: Account
         {"name": ["list"]},
     ],
 )
-async def test_create_rejects_bad_input(client: httpx.AsyncClient, account: Account,
-                                        body: dict[str, object]) -> None:
+async def test_create_rejects_bad_input(
+    client: httpx.AsyncClient, account: Account, body: dict[str, object]
+) -> None:
     assert_error(await client.post(WS, json=body, headers=account.headers), 422, "VALIDATION_ERROR")
 
 
@@ -145,8 +188,9 @@ async def test_workspace_limit_is_enforced(database_url: str, data_dir: object) 
         acc = await new_account(c)
         for _ in range(2):
             await _create(c, acc)
-        body = assert_error(await c.post(WS, json={"name": "third"}, headers=acc.headers), 409,
-                            "RESOURCE_EXHAUSTED")
+        body = assert_error(
+            await c.post(WS, json={"name": "third"}, headers=acc.headers), 409, "RESOURCE_EXHAUSTED"
+        )
         assert body["error"]["details"]["limit"] == 2
         # The limit is per user.
         other = await new_account(c)
@@ -169,8 +213,9 @@ async def test_delete_is_refused_whole_when_temporal_is_down(
     listed = (await client.get(WS, headers=account.headers)).json()["data"]
     assert next(w for w in listed if w["workspace_id"] == wid)["sandbox_count"] == 1
 
-    assert_error(await client.delete(f"{WS}/{wid}", headers=account.headers), 503,
-                 "SERVICE_UNAVAILABLE")
+    assert_error(
+        await client.delete(f"{WS}/{wid}", headers=account.headers), 503, "SERVICE_UNAVAILABLE"
+    )
     async with sessions() as s:
         assert (await s.scalar(select(Sandbox).where(Sandbox.id == "sb_cascade001"))) is not None
     assert (await client.get(f"{WS}/{wid}", headers=account.headers)).status_code == 200

@@ -68,8 +68,11 @@ class Stack:
         offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cli.main", "up", "--no-docker"], cwd=ROOT, env=self.env,
-                stdout=out, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "cli.main", "up", "--no-docker"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -95,14 +98,26 @@ def test_up_serves_the_api_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
         children = _descendants(stack.proc.pid)  # type: ignore[union-attr]
         assert len(children) >= 3  # temporal, worker, api
         with httpx.Client(base_url=f"{stack.base}/api/v1", timeout=10) as c:
-            assert c.post("/auth/register", json={"email": "e2e@example.com", "password": "password123",
-                                                  "name": "E2E"}).status_code == 201
-            login = c.post("/auth/login", json={"email": "e2e@example.com", "password": "password123"})
+            assert (
+                c.post(
+                    "/auth/register",
+                    json={"email": "e2e@example.com", "password": "password123", "name": "E2E"},
+                ).status_code
+                == 201
+            )
+            login = c.post(
+                "/auth/login", json={"email": "e2e@example.com", "password": "password123"}
+            )
             h = {"Authorization": f"Bearer {login.json()['data']['access_token']}"}
             ws = c.post("/workspaces", json={"name": "persisted"}, headers=h).json()["data"]
-            assert [w["name"] for w in c.get("/workspaces", headers=h).json()["data"]] == ["persisted"]
-            cfg = c.put(f"/workspaces/{ws['workspace_id']}/config", headers=h,
-                        json={"llm_providers": [{"name": "qwen", "api_key": "${DASHSCOPE_API_KEY}"}]})
+            assert [w["name"] for w in c.get("/workspaces", headers=h).json()["data"]] == [
+                "persisted"
+            ]
+            cfg = c.put(
+                f"/workspaces/{ws['workspace_id']}/config",
+                headers=h,
+                json={"llm_providers": [{"name": "qwen", "api_key": "${DASHSCOPE_API_KEY}"}]},
+            )
             assert cfg.status_code == 200
             health = c.get("/system/health").json()
             for _ in range(40):
@@ -128,9 +143,13 @@ def test_up_serves_the_api_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
     stack.start()
     try:
         with httpx.Client(base_url=f"{stack.base}/api/v1", timeout=10) as c:
-            login = c.post("/auth/login", json={"email": "e2e@example.com", "password": "password123"})
+            login = c.post(
+                "/auth/login", json={"email": "e2e@example.com", "password": "password123"}
+            )
             assert login.status_code == 200
             h = {"Authorization": f"Bearer {login.json()['data']['access_token']}"}
-            assert [w["name"] for w in c.get("/workspaces", headers=h).json()["data"]] == ["persisted"]
+            assert [w["name"] for w in c.get("/workspaces", headers=h).json()["data"]] == [
+                "persisted"
+            ]
     finally:
         assert stack.stop() == 0

@@ -38,16 +38,23 @@ class Stack:
         return await new_account(self.client)
 
     async def workspace(self, acc: Account, **settings: Any) -> str:
-        r = await self.client.post("/api/v1/workspaces", headers=acc.headers,
-                                   json={"name": f"ws-{uuid.uuid4().hex[:6]}", "settings": settings})
+        r = await self.client.post(
+            "/api/v1/workspaces",
+            headers=acc.headers,
+            json={"name": f"ws-{uuid.uuid4().hex[:6]}", "settings": settings},
+        )
         assert r.status_code == 201, r.text
         return str(r.json()["data"]["workspace_id"])
 
     async def sandbox(self, acc: Account, wid: str, name: str | None = None, **body: Any) -> str:
-        payload = {"name": name or f"sb-{uuid.uuid4().hex[:6]}",
-                   "agent_config": {"primary_agent": {"name": "lead", "role": "Engineer"}}, **body}
-        r = await self.client.post(f"/api/v1/workspaces/{wid}/sandboxes", headers=acc.headers,
-                                   json=payload)
+        payload = {
+            "name": name or f"sb-{uuid.uuid4().hex[:6]}",
+            "agent_config": {"primary_agent": {"name": "lead", "role": "Engineer"}},
+            **body,
+        }
+        r = await self.client.post(
+            f"/api/v1/workspaces/{wid}/sandboxes", headers=acc.headers, json=payload
+        )
         assert r.status_code == 201, r.text
         return str(r.json()["data"]["sandbox_id"])
 
@@ -56,13 +63,23 @@ class Stack:
         assert r.status_code == 200, r.text
         return dict(r.json()["data"])
 
-    async def wait_status(self, acc: Account, sid: str, status: str, timeout: float = 60) -> dict[str, Any]:
-        return await eventually(lambda: self.get(acc, sid), lambda d: d["status"] == status, timeout,
-                                f"sandbox {sid} to be {status}")
+    async def wait_status(
+        self, acc: Account, sid: str, status: str, timeout: float = 60
+    ) -> dict[str, Any]:
+        return await eventually(
+            lambda: self.get(acc, sid),
+            lambda d: d["status"] == status,
+            timeout,
+            f"sandbox {sid} to be {status}",
+        )
 
 
-async def eventually(fetch: Callable[[], Awaitable[Any]], done: Callable[[Any], bool],
-                     timeout: float = 30, what: str = "condition") -> Any:
+async def eventually(
+    fetch: Callable[[], Awaitable[Any]],
+    done: Callable[[Any], bool],
+    timeout: float = 30,
+    what: str = "condition",
+) -> Any:
     deadline = time.monotonic() + timeout
     value = None
     while time.monotonic() < deadline:
@@ -74,10 +91,12 @@ async def eventually(fetch: Callable[[], Awaitable[Any]], done: Callable[[Any], 
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory,
-                temporal_env: Any) -> AsyncIterator[Stack]:
+async def stack(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, temporal_env: Any
+) -> AsyncIterator[Stack]:
     settings = make_settings(
-        database_url, Path(tmp_path_factory.mktemp("stack")),
+        database_url,
+        Path(tmp_path_factory.mktemp("stack")),
         temporal_address=temporal_address(temporal_env),
         task_queue=f"it-{uuid.uuid4().hex[:8]}",
         sandbox_health_interval_seconds=1.0,
@@ -88,8 +107,10 @@ async def stack(database_url: str, tmp_path_factory: pytest.TempPathFactory,
     activities = build_activities(settings, session_factory(engine), temporal_env.client)
     docker_client = docker.from_env()
     with ThreadPoolExecutor(64) as pool:
-        async with build_worker(temporal_env.client, settings, pool, activities), \
-                app_client(create_app(settings)) as client:
+        async with (
+            build_worker(temporal_env.client, settings, pool, activities),
+            app_client(create_app(settings)) as client,
+        ):
             yield Stack(settings, client, docker_client, temporal_env)
     # Leave none of this run's containers behind, whatever a failed test did (containers of a
     # platform running beside the tests belong to other workspaces and are left alone).

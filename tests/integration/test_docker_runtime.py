@@ -128,7 +128,9 @@ def test_lifecycle_is_idempotent_and_applies_limits(
     assert not host.get("Binds")
     # Only the sandbox's own named volume at /workspace: nothing of the host.
     assert [(m["Type"], m["Destination"]) for m in attrs["Mounts"]] == [("volume", "/workspace")]
-    assert attrs["Mounts"][0]["Name"] == workspace_volume(attrs["Config"]["Labels"]["aintandem.sandbox_id"])
+    assert attrs["Mounts"][0]["Name"] == workspace_volume(
+        attrs["Config"]["Labels"]["aintandem.sandbox_id"]
+    )
     assert "docker.sock" not in str(attrs)
     config = attrs["Config"]
     assert config["Hostname"] == "test-sandbox-1"

@@ -22,14 +22,21 @@ async def test_full_lifecycle_with_real_limits(stack: Stack) -> None:
     acc = await stack.account()
     wid = await stack.workspace(acc)
     r = await stack.client.post(
-        f"/api/v1/workspaces/{wid}/sandboxes", headers=acc.headers,
-        json={"name": "frontend-team",
-              "agent_config": {"primary_agent": {"name": "frontend-architect",
-                                                 "role": "Frontend Architect",
-                                                 "system_prompt": "Expert in React"},
-                               "sub_agents": [{"name": "react-expert", "role": "React Specialist"}]},
-              "resources": {"memory_mb": 256, "cpu_cores": 0.5, "max_processes": 20},
-              "environment_variables": {"NODE_ENV": "development", "API_TOKEN": "s3cret"}},
+        f"/api/v1/workspaces/{wid}/sandboxes",
+        headers=acc.headers,
+        json={
+            "name": "frontend-team",
+            "agent_config": {
+                "primary_agent": {
+                    "name": "frontend-architect",
+                    "role": "Frontend Architect",
+                    "system_prompt": "Expert in React",
+                },
+                "sub_agents": [{"name": "react-expert", "role": "React Specialist"}],
+            },
+            "resources": {"memory_mb": 256, "cpu_cores": 0.5, "max_processes": 20},
+            "environment_variables": {"NODE_ENV": "development", "API_TOKEN": "s3cret"},
+        },
     )
     assert r.status_code == 201, r.text
     created = r.json()["data"]
@@ -56,23 +63,37 @@ async def test_full_lifecycle_with_real_limits(stack: Stack) -> None:
     # The health loop records real logs and metrics.
     logs = await eventually(
         lambda: stack.client.get(f"/api/v1/sandboxes/{sid}/logs", headers=acc.headers),
-        lambda r: any("Agent runtime started" in line["message"] for line in r.json()["data"]["logs"]),
-        30, "the runtime's start line in the logs")
+        lambda r: any(
+            "Agent runtime started" in line["message"] for line in r.json()["data"]["logs"]
+        ),
+        30,
+        "the runtime's start line in the logs",
+    )
     assert logs.json()["data"]["meta"]["total"] >= 1
     metrics = await eventually(
         lambda: stack.client.get(f"/api/v1/sandboxes/{sid}/metrics", headers=acc.headers),
-        lambda r: (r.json()["data"]["resources"] or {}).get("memory_usage_mb", 0) > 0, 30, "metrics")
+        lambda r: (r.json()["data"]["resources"] or {}).get("memory_usage_mb", 0) > 0,
+        30,
+        "metrics",
+    )
     m = metrics.json()["data"]
     assert 0 < m["resources"]["memory_usage_mb"] < 256
     assert m["health"]["restart_count"] == 0 and m["timestamp"].endswith("Z")
-    status = (await stack.client.get(f"/api/v1/sandboxes/{sid}/status", headers=acc.headers)).json()["data"]
-    assert status["health"]["status"] == "healthy" and status["resources"]["memory_mb"]["allocated"] == 256
+    status = (
+        await stack.client.get(f"/api/v1/sandboxes/{sid}/status", headers=acc.headers)
+    ).json()["data"]
+    assert (
+        status["health"]["status"] == "healthy"
+        and status["resources"]["memory_mb"]["allocated"] == 256
+    )
     assert status["resources"]["memory_mb"]["used"] > 0
     detail = await stack.get(acc, sid)
     assert detail["metrics"]["memory_usage_mb"] > 0 and detail["health"]["last_heartbeat"]
 
     # Secrets in env vars are masked in the config view.
-    cfg = (await stack.client.get(f"/api/v1/sandboxes/{sid}/config", headers=acc.headers)).json()["data"]
+    cfg = (await stack.client.get(f"/api/v1/sandboxes/{sid}/config", headers=acc.headers)).json()[
+        "data"
+    ]
     assert cfg["environment_variables"] == {"NODE_ENV": "development", "API_TOKEN": "********"}
 
     # stop → start → restart, each a 202 with the transitional status.
@@ -83,15 +104,22 @@ async def test_full_lifecycle_with_real_limits(stack: Stack) -> None:
     assert _c.status == "exited"
     r = await stack.client.post(f"/api/v1/sandboxes/{sid}/start", headers=acc.headers)
     assert r.status_code == 202
-    assert r.json()["data"] == {"sandbox_id": sid, "status": "starting", "estimated_ready_seconds": 5}
+    assert r.json()["data"] == {
+        "sandbox_id": sid,
+        "status": "starting",
+        "estimated_ready_seconds": 5,
+    }
     await stack.wait_status(acc, sid, "running")
     r = await stack.client.post(f"/api/v1/sandboxes/{sid}/restart", headers=acc.headers)
     assert r.status_code == 202 and r.json()["data"]["status"] == "restarting"
     await stack.wait_status(acc, sid, "running")
 
     # Resources change on the live container.
-    r = await stack.client.put(f"/api/v1/sandboxes/{sid}/config", headers=acc.headers,
-                               json={"resources": {"memory_mb": 512, "cpu_cores": 1}})
+    r = await stack.client.put(
+        f"/api/v1/sandboxes/{sid}/config",
+        headers=acc.headers,
+        json={"resources": {"memory_mb": 512, "cpu_cores": 1}},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["data"]["applied"]["resources"] == "live"
     hc = _container(stack, sid).attrs["HostConfig"]
@@ -102,8 +130,11 @@ async def test_full_lifecycle_with_real_limits(stack: Stack) -> None:
     r = await stack.client.delete(f"/api/v1/sandboxes/{sid}", headers=acc.headers)
     assert r.status_code == 204
     assert not stack.docker.api.containers(all=True, filters={"name": container_name(sid)})
-    assert_error(await stack.client.get(f"/api/v1/sandboxes/{sid}", headers=acc.headers), 404,
-                 "RESOURCE_NOT_FOUND")
+    assert_error(
+        await stack.client.get(f"/api/v1/sandboxes/{sid}", headers=acc.headers),
+        404,
+        "RESOURCE_NOT_FOUND",
+    )
 
 
 async def test_impossible_transitions_are_409(stack: Stack) -> None:
@@ -111,17 +142,30 @@ async def test_impossible_transitions_are_409(stack: Stack) -> None:
     wid = await stack.workspace(acc)
     sid = await stack.sandbox(acc, wid)
     await stack.wait_status(acc, sid, "running")
-    assert_error(await stack.client.post(f"/api/v1/sandboxes/{sid}/start", headers=acc.headers),
-                 409, "SANDBOX_NOT_READY")
-    assert (await stack.client.post(f"/api/v1/sandboxes/{sid}/stop", headers=acc.headers)).status_code == 202
-    body = assert_error(await stack.client.post(f"/api/v1/sandboxes/{sid}/stop", headers=acc.headers),
-                        409, "SANDBOX_NOT_READY")
+    assert_error(
+        await stack.client.post(f"/api/v1/sandboxes/{sid}/start", headers=acc.headers),
+        409,
+        "SANDBOX_NOT_READY",
+    )
+    assert (
+        await stack.client.post(f"/api/v1/sandboxes/{sid}/stop", headers=acc.headers)
+    ).status_code == 202
+    body = assert_error(
+        await stack.client.post(f"/api/v1/sandboxes/{sid}/stop", headers=acc.headers),
+        409,
+        "SANDBOX_NOT_READY",
+    )
     assert "stopp" in body["error"]["message"]
     await stack.wait_status(acc, sid, "stopped")
-    assert_error(await stack.client.post(f"/api/v1/sandboxes/{sid}/restart", headers=acc.headers),
-                 409, "SANDBOX_NOT_READY")
+    assert_error(
+        await stack.client.post(f"/api/v1/sandboxes/{sid}/restart", headers=acc.headers),
+        409,
+        "SANDBOX_NOT_READY",
+    )
     # The workflow is not stuck: a valid operation still works.
-    assert (await stack.client.post(f"/api/v1/sandboxes/{sid}/start", headers=acc.headers)).status_code == 202
+    assert (
+        await stack.client.post(f"/api/v1/sandboxes/{sid}/start", headers=acc.headers)
+    ).status_code == 202
     await stack.wait_status(acc, sid, "running")
 
 
@@ -130,46 +174,85 @@ async def test_quota_names_listing_and_ownership(stack: Stack) -> None:
     other = await stack.account()
     wid = await stack.workspace(acc, max_sandboxes=2)
     a = await stack.sandbox(acc, wid, name="alpha")
-    assert_error(await stack.client.post(
-        f"/api/v1/workspaces/{wid}/sandboxes", headers=acc.headers,
-        json={"name": "alpha", "agent_config": {"primary_agent": {"name": "x", "role": "y"}}}),
-        409, "RESOURCE_ALREADY_EXISTS")
+    assert_error(
+        await stack.client.post(
+            f"/api/v1/workspaces/{wid}/sandboxes",
+            headers=acc.headers,
+            json={"name": "alpha", "agent_config": {"primary_agent": {"name": "x", "role": "y"}}},
+        ),
+        409,
+        "RESOURCE_ALREADY_EXISTS",
+    )
     b = await stack.sandbox(acc, wid, name="bravo")
-    body = assert_error(await stack.client.post(
-        f"/api/v1/workspaces/{wid}/sandboxes", headers=acc.headers,
-        json={"name": "charlie", "agent_config": {"primary_agent": {"name": "x", "role": "y"}}}),
-        409, "RESOURCE_EXHAUSTED")
+    body = assert_error(
+        await stack.client.post(
+            f"/api/v1/workspaces/{wid}/sandboxes",
+            headers=acc.headers,
+            json={"name": "charlie", "agent_config": {"primary_agent": {"name": "x", "role": "y"}}},
+        ),
+        409,
+        "RESOURCE_EXHAUSTED",
+    )
     assert body["error"]["details"]["limit"] == 2
     await stack.wait_status(acc, a, "running")
     await stack.wait_status(acc, b, "running")
     await stack.client.post(f"/api/v1/sandboxes/{b}/stop", headers=acc.headers)
     await stack.wait_status(acc, b, "stopped")
 
-    listed = (await stack.client.get(f"/api/v1/workspaces/{wid}/sandboxes", headers=acc.headers,
-                                     params={"status": "running"})).json()
+    listed = (
+        await stack.client.get(
+            f"/api/v1/workspaces/{wid}/sandboxes", headers=acc.headers, params={"status": "running"}
+        )
+    ).json()
     assert [s["sandbox_id"] for s in listed["data"]] == [a] and listed["meta"]["total"] == 1
-    listed = (await stack.client.get(f"/api/v1/workspaces/{wid}/sandboxes", headers=acc.headers,
-                                     params={"sort": "name", "order": "asc", "search": "RAV"})).json()
+    listed = (
+        await stack.client.get(
+            f"/api/v1/workspaces/{wid}/sandboxes",
+            headers=acc.headers,
+            params={"sort": "name", "order": "asc", "search": "RAV"},
+        )
+    ).json()
     assert [s["name"] for s in listed["data"]] == ["bravo"]
-    assert_error(await stack.client.get(f"/api/v1/workspaces/{wid}/sandboxes", headers=acc.headers,
-                                        params={"status": "provisioning"}), 422, "VALIDATION_ERROR")
+    assert_error(
+        await stack.client.get(
+            f"/api/v1/workspaces/{wid}/sandboxes",
+            headers=acc.headers,
+            params={"status": "provisioning"},
+        ),
+        422,
+        "VALIDATION_ERROR",
+    )
 
     # Someone else's sandbox does not exist for them, on every route.
-    for method, path in [("GET", f"/api/v1/sandboxes/{a}"), ("POST", f"/api/v1/sandboxes/{a}/stop"),
-                         ("POST", f"/api/v1/sandboxes/{a}/start"), ("POST", f"/api/v1/sandboxes/{a}/restart"),
-                         ("GET", f"/api/v1/sandboxes/{a}/logs"), ("GET", f"/api/v1/sandboxes/{a}/status"),
-                         ("GET", f"/api/v1/sandboxes/{a}/metrics"), ("GET", f"/api/v1/sandboxes/{a}/config"),
-                         ("DELETE", f"/api/v1/sandboxes/{a}"),
-                         ("GET", f"/api/v1/workspaces/{wid}/sandboxes")]:
-        assert_error(await stack.client.request(method, path, headers=other.headers), 404,
-                     "RESOURCE_NOT_FOUND")
-    r = await stack.client.put(f"/api/v1/sandboxes/{a}/config", headers=other.headers,
-                               json={"resources": {"memory_mb": 128}})
+    for method, path in [
+        ("GET", f"/api/v1/sandboxes/{a}"),
+        ("POST", f"/api/v1/sandboxes/{a}/stop"),
+        ("POST", f"/api/v1/sandboxes/{a}/start"),
+        ("POST", f"/api/v1/sandboxes/{a}/restart"),
+        ("GET", f"/api/v1/sandboxes/{a}/logs"),
+        ("GET", f"/api/v1/sandboxes/{a}/status"),
+        ("GET", f"/api/v1/sandboxes/{a}/metrics"),
+        ("GET", f"/api/v1/sandboxes/{a}/config"),
+        ("DELETE", f"/api/v1/sandboxes/{a}"),
+        ("GET", f"/api/v1/workspaces/{wid}/sandboxes"),
+    ]:
+        assert_error(
+            await stack.client.request(method, path, headers=other.headers),
+            404,
+            "RESOURCE_NOT_FOUND",
+        )
+    r = await stack.client.put(
+        f"/api/v1/sandboxes/{a}/config",
+        headers=other.headers,
+        json={"resources": {"memory_mb": 128}},
+    )
     assert_error(r, 404, "RESOURCE_NOT_FOUND")
     assert (await stack.get(acc, a))["status"] == "running"
 
     # Deleting the workspace removes its containers.
-    assert (await stack.client.delete(f"/api/v1/workspaces/{wid}", headers=acc.headers)).status_code == 204
+    assert (
+        await stack.client.delete(f"/api/v1/workspaces/{wid}", headers=acc.headers)
+    ).status_code == 204
     for sid in (a, b):
         assert not stack.docker.api.containers(all=True, filters={"name": container_name(sid)})
 
@@ -180,12 +263,20 @@ async def test_crashed_container_is_restarted(stack: Stack) -> None:
     sid = await stack.sandbox(acc, wid)
     await stack.wait_status(acc, sid, "running")
     await asyncio.to_thread(_container(stack, sid).kill)  # SIGKILL the init: the container dies
-    recovered = await eventually(lambda: stack.get(acc, sid),
-                                 lambda d: d["restart_count"] == 1 and d["status"] == "running",
-                                 60, "an automatic restart")
-    assert "exited with code" in (recovered["status_reason"] or "") or recovered["status_reason"] is None
+    recovered = await eventually(
+        lambda: stack.get(acc, sid),
+        lambda d: d["restart_count"] == 1 and d["status"] == "running",
+        60,
+        "an automatic restart",
+    )
+    assert (
+        "exited with code" in (recovered["status_reason"] or "")
+        or recovered["status_reason"] is None
+    )
     assert _container(stack, sid).status == "running"
-    metrics = (await stack.client.get(f"/api/v1/sandboxes/{sid}/metrics", headers=acc.headers)).json()
+    metrics = (
+        await stack.client.get(f"/api/v1/sandboxes/{sid}/metrics", headers=acc.headers)
+    ).json()
     assert metrics["data"]["health"]["restart_count"] == 1
 
 
@@ -195,34 +286,73 @@ async def test_crashed_container_is_restarted(stack: Stack) -> None:
         {"name": "x"},
         {"name": "x", "agent_config": {}},
         {"name": "x", "agent_config": {"primary_agent": {"name": "a"}}},
-        {"name": "x", "agent_config": {"primary_agent": {"name": "a", "role": "r"},
-                                       "sub_agents": [{"name": "a", "role": "dup"}]}},
-        {"name": "x", "agent_config": {"primary_agent": {"name": "a", "role": "r"}},
-         "resources": {"memory_mb": 64}},
-        {"name": "x", "agent_config": {"primary_agent": {"name": "a", "role": "r"}},
-         "resources": {"cpu_cores": 32}},
-        {"name": "x", "agent_config": {"primary_agent": {"name": "a", "role": "r"}},
-         "resources": {"max_processes": 0}},
-        {"name": "x", "agent_config": {"primary_agent": {"name": "a", "role": "r"}},
-         "resources": {"timeout_seconds": 5}},
-        {"name": "x", "agent_config": {"primary_agent": {"name": "a", "role": "r"}},
-         "environment_variables": {"BAD-NAME": "v"}},
-        {"name": "x", "agent_config": {"primary_agent": {"name": "a", "role": "r"}},
-         "environment_variables": {"OK": "nul\x00"}},
-        {"name": "x", "agent_config": {"primary_agent": {"name": "a", "role": "r",
-                                                         "system_prompt": "p" * 10001}}},
-        {"name": "x", "agent_config": {"primary_agent": {"name": "a", "role": "r"}},
-         "privileged": True},
-        {"name": "x", "agent_config": {"primary_agent": {"name": "a", "role": "r"}},
-         "mcp_servers": ["not-configured"]},
+        {
+            "name": "x",
+            "agent_config": {
+                "primary_agent": {"name": "a", "role": "r"},
+                "sub_agents": [{"name": "a", "role": "dup"}],
+            },
+        },
+        {
+            "name": "x",
+            "agent_config": {"primary_agent": {"name": "a", "role": "r"}},
+            "resources": {"memory_mb": 64},
+        },
+        {
+            "name": "x",
+            "agent_config": {"primary_agent": {"name": "a", "role": "r"}},
+            "resources": {"cpu_cores": 32},
+        },
+        {
+            "name": "x",
+            "agent_config": {"primary_agent": {"name": "a", "role": "r"}},
+            "resources": {"max_processes": 0},
+        },
+        {
+            "name": "x",
+            "agent_config": {"primary_agent": {"name": "a", "role": "r"}},
+            "resources": {"timeout_seconds": 5},
+        },
+        {
+            "name": "x",
+            "agent_config": {"primary_agent": {"name": "a", "role": "r"}},
+            "environment_variables": {"BAD-NAME": "v"},
+        },
+        {
+            "name": "x",
+            "agent_config": {"primary_agent": {"name": "a", "role": "r"}},
+            "environment_variables": {"OK": "nul\x00"},
+        },
+        {
+            "name": "x",
+            "agent_config": {
+                "primary_agent": {"name": "a", "role": "r", "system_prompt": "p" * 10001}
+            },
+        },
+        {
+            "name": "x",
+            "agent_config": {"primary_agent": {"name": "a", "role": "r"}},
+            "privileged": True,
+        },
+        {
+            "name": "x",
+            "agent_config": {"primary_agent": {"name": "a", "role": "r"}},
+            "mcp_servers": ["not-configured"],
+        },
     ],
 )
-async def test_create_rejects_bad_input_without_side_effects(stack: Stack, body: dict[str, Any]) -> None:
+async def test_create_rejects_bad_input_without_side_effects(
+    stack: Stack, body: dict[str, Any]
+) -> None:
     acc = await stack.account()
     wid = await stack.workspace(acc)
-    r = await stack.client.post(f"/api/v1/workspaces/{wid}/sandboxes", headers=acc.headers, json=body)
+    r = await stack.client.post(
+        f"/api/v1/workspaces/{wid}/sandboxes", headers=acc.headers, json=body
+    )
     assert_error(r, 422, "VALIDATION_ERROR")
-    listed = (await stack.client.get(f"/api/v1/workspaces/{wid}/sandboxes", headers=acc.headers)).json()
+    listed = (
+        await stack.client.get(f"/api/v1/workspaces/{wid}/sandboxes", headers=acc.headers)
+    ).json()
     assert listed["meta"]["total"] == 0
 
 
@@ -234,13 +364,23 @@ async def test_aggregate_metrics_over_real_samples(stack: Stack) -> None:
         await stack.wait_status(acc, sid, "running")
 
     async def fetch() -> dict[str, Any]:
-        r = await stack.client.get(f"/api/v1/workspaces/{wid}/metrics/aggregate", headers=acc.headers,
-                                   params={"granularity": "minute"})
+        r = await stack.client.get(
+            f"/api/v1/workspaces/{wid}/metrics/aggregate",
+            headers=acc.headers,
+            params={"granularity": "minute"},
+        )
         assert r.status_code == 200, r.text
         return dict(r.json()["data"])
 
-    data = await eventually(fetch, lambda d: len(d["by_sandbox"]) == 2 and all(
-        sum(p["samples"] for p in s["series"]) >= 2 for s in d["by_sandbox"]), 30, "samples of both")
+    data = await eventually(
+        fetch,
+        lambda d: (
+            len(d["by_sandbox"]) == 2
+            and all(sum(p["samples"] for p in s["series"]) >= 2 for s in d["by_sandbox"])
+        ),
+        30,
+        "samples of both",
+    )
     assert data["summary"]["total_sandboxes"] == 2 and data["summary"]["active_sandboxes"] == 2
     assert data["summary"]["avg_memory_usage"] > 0
     assert data["period"]["granularity"] == "minute" and data["period"]["start"].endswith("Z")
@@ -248,12 +388,28 @@ async def test_aggregate_metrics_over_real_samples(stack: Stack) -> None:
     assert names == {"agg-a", "agg-b"}
     point = data["by_sandbox"][0]["series"][-1]
     assert point["timestamp"].endswith(":00Z") and point["avg_memory_mb"] > 0
-    day = (await stack.client.get(f"/api/v1/workspaces/{wid}/metrics/aggregate", headers=acc.headers,
-                                  params={"granularity": "day"})).json()["data"]
-    assert all(len(s["series"]) == 1 and s["series"][0]["timestamp"].endswith("T00:00:00Z")
-               for s in day["by_sandbox"])
-    for params in ({"granularity": "week"}, {"since": "not-a-date"}, {"since": "2999-01-01T00:00:00Z"}):
-        assert_error(await stack.client.get(f"/api/v1/workspaces/{wid}/metrics/aggregate",
-                                            headers=acc.headers, params=params), 422, "VALIDATION_ERROR")
+    day = (
+        await stack.client.get(
+            f"/api/v1/workspaces/{wid}/metrics/aggregate",
+            headers=acc.headers,
+            params={"granularity": "day"},
+        )
+    ).json()["data"]
+    assert all(
+        len(s["series"]) == 1 and s["series"][0]["timestamp"].endswith("T00:00:00Z")
+        for s in day["by_sandbox"]
+    )
+    for params in (
+        {"granularity": "week"},
+        {"since": "not-a-date"},
+        {"since": "2999-01-01T00:00:00Z"},
+    ):
+        assert_error(
+            await stack.client.get(
+                f"/api/v1/workspaces/{wid}/metrics/aggregate", headers=acc.headers, params=params
+            ),
+            422,
+            "VALIDATION_ERROR",
+        )
     for sid in sids:
         await stack.client.delete(f"/api/v1/sandboxes/{sid}", headers=acc.headers)

@@ -82,8 +82,9 @@ def test_formatting() -> None:
 
 
 def test_render_table_pads_and_aligns() -> None:
-    out = stats.render_table(("name", "value"), [("a", "1.0"), ("longer", "10.5")],
-                             align_right=(False, True))
+    out = stats.render_table(
+        ("name", "value"), [("a", "1.0"), ("longer", "10.5")], align_right=(False, True)
+    )
     lines = out.splitlines()
     assert lines[0] == "name    value"
     assert lines[1] == "------  -----"
@@ -127,8 +128,11 @@ def test_history_breakdown_parts_sum_to_the_window() -> None:
 
 
 def test_workflow_task_stats_in_window() -> None:
-    tl = WorkflowTimeline(started=0.0, activities=[], workflow_tasks=[
-        (1.000, 1.010, 1.050), (2.000, 2.005, 2.020), (9.0, 9.1, 9.2)])
+    tl = WorkflowTimeline(
+        started=0.0,
+        activities=[],
+        workflow_tasks=[(1.000, 1.010, 1.050), (2.000, 2.005, 2.020), (9.0, 9.1, 9.2)],
+    )
     st = workflow_task_stats(tl, 0.5, 3.0)
     assert st["workflow tasks"] == 2
     assert st["workflow task pickup"] == pytest.approx(15)
