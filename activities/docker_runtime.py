@@ -495,6 +495,13 @@ class DockerRuntime:
     # -- lifecycle -------------------------------------------------------------------------------
 
     @_translate_errors
+    def close(self) -> None:
+        """Close the engine connection pool (the client reconnects lazily if used again)."""
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
     def ping(self) -> bool:
         return bool(self.client.ping())
 

@@ -518,8 +518,9 @@ async def _heartbeating() -> AsyncIterator[None]:
 
 
 class LLMActivities:
-    """The `llm_complete` activity; owns the SDK clients and, when given, this worker's offline
-    model server, started on first use (close both with `aclose`)."""
+    """The `llm_complete` activity. Owns the SDK clients (`aclose` closes them). `offline` is
+    this worker's offline model server: started on the first `offline` call, and restarted if
+    it died; stopping it is left to whoever created it."""
 
     def __init__(
         self, env: Mapping[str, str] | None = None, offline: OfflineModelServer | None = None
@@ -530,8 +531,6 @@ class LLMActivities:
 
     async def aclose(self) -> None:
         await self._clients.aclose()
-        if self._offline is not None:
-            await asyncio.to_thread(self._offline.stop)
 
     async def _offline_url(self, cfg: LLMProviderConfig) -> str | None:
         if cfg.name != OFFLINE_PROVIDER or cfg.base_url or self._offline is None:

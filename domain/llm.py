@@ -22,6 +22,7 @@ ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 # The local model the worker runs when a workspace configures no provider (OpenAI protocol,
 # its own name so metrics and results tell it apart from the real OpenAI).
 OFFLINE_PROVIDER = "offline"
+OFFLINE_MODEL = "smollm2-135m-instruct"
 
 # Providers speaking the OpenAI Chat Completions protocol; `claude` speaks Anthropic Messages.
 OPENAI_COMPATIBLE: frozenset[str] = frozenset(
@@ -177,3 +178,23 @@ class LLMResult:
         return ChatMessage(
             role="assistant", content=self.content, tool_calls=list(self.tool_calls) or None
         )
+
+
+def offline_provider(
+    *,
+    max_tokens: int = 512,
+    temperature: float | None = 0.0,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+) -> LLMProviderConfig:
+    """The provider for a workspace that configures none: the worker's local model. It names
+    no URL: the port changes when a worker restarts and each worker runs its own server, so
+    the `llm_complete` activity finds the server of the worker it runs on."""
+    return LLMProviderConfig(
+        name=OFFLINE_PROVIDER,
+        api_key=None,
+        base_url=None,
+        model=OFFLINE_MODEL,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        timeout_seconds=timeout_seconds,
+    )

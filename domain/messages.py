@@ -53,6 +53,8 @@ class DeliveryBatch:
 class DeliveryOutcome:
     delivered: list[str]
     skipped: list[str]  # no longer queued (already delivered, failed, or deleted)
+    # Delivered messages whose MessageDeliveryWorkflow waits to run the agent's reply.
+    awaiting_reply: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -25,3 +25,5 @@ if [ ! -f "$stamp" ]; then
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi
+# The offline model (a real LLM that needs no API key); a no-op once installed.
+AINTANDEM_VENV="$VENV" bash scripts/llm-deps.sh

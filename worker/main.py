@@ -13,8 +13,12 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
+from activities.agent import AgentActivities
 from activities.docker_runtime import DockerRuntime
+from activities.llm import LLMActivities
 from activities.messaging import MessagingActivities
+from activities.offline_llm import OfflineModelServer
+from activities.offline_llm import available as offline_available
 from activities.sandbox import SandboxActivities
 from activities.store import StoreActivities
 from config.settings import Settings
@@ -49,16 +53,30 @@ class ActivitySet:
     store: StoreActivities
     sandbox: SandboxActivities
     messaging: MessagingActivities
+    agent: AgentActivities
+    llm: LLMActivities
+    offline: OfflineModelServer | None
+
+    async def aclose(self) -> None:
+        await self.llm.aclose()
+        self.agent.runtime.close()  # the one DockerRuntime the sandbox activities share
+        if self.offline is not None:
+            await asyncio.to_thread(self.offline.stop)
 
 
 def build_activities(
     settings: Settings, sessions: async_sessionmaker[AsyncSession], client: Client
 ) -> ActivitySet:
     runtime = DockerRuntime(image=settings.sandbox_image, installation=settings.installation_id)
+    # The offline model starts on first use (a workspace without a configured provider).
+    offline = OfflineModelServer() if offline_available() else None
     return ActivitySet(
         StoreActivities(sessions),
         SandboxActivities(runtime, sessions),
         MessagingActivities(sessions, client, settings.task_queue),
+        AgentActivities(sessions, runtime),
+        LLMActivities(offline=offline),
+        offline,
     )
 
 
@@ -84,6 +102,10 @@ def build_worker(
             messaging.fail,
             messaging.enqueue,
             messaging.set_status,
+            acts.agent.prepare,
+            acts.agent.run_tool,
+            acts.agent.record_response,
+            acts.llm.complete,
         ],
         activity_executor=executor,
         max_concurrent_activities=64,
@@ -138,4 +160,5 @@ async def run(settings: Settings) -> None:
             await stop.wait()
             log.info("worker shutting down")
         gauges.cancel()
+    await activities.aclose()
     await engine.dispose()

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from domain.ids import message_workflow_id
     from domain.messages import DeliveryBatch, DeliveryOutcome, Envelope, FailBatch, InboxInput
     from workflows import policies as p
 
@@ -71,7 +72,7 @@ class InboxWorkflow:
                     )
                 continue
             batch = self._ordered()[: inp.batch_size]
-            await workflow.execute_activity(
+            outcome = await workflow.execute_activity(
                 "inbox_deliver",
                 DeliveryBatch(inp.sandbox_id, [e.message_id for e in batch]),
                 start_to_close_timeout=p.STORE_TIMEOUT,
@@ -79,6 +80,11 @@ class InboxWorkflow:
                 result_type=DeliveryOutcome,
             )
             self._drop(batch)
+            for message_id in outcome.awaiting_reply:
+                # The message's own workflow runs the agent's reply once it is delivered.
+                await workflow.get_external_workflow_handle(message_workflow_id(message_id)).signal(
+                    "delivered"
+                )
             if (
                 self._signals >= inp.signals_per_run
                 or workflow.info().is_continue_as_new_suggested()

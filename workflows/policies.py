@@ -38,3 +38,13 @@ STOP_TIMEOUT = timedelta(seconds=60)
 DOCKER_TIMEOUT = timedelta(seconds=30)
 OBSERVE_TIMEOUT = timedelta(seconds=20)
 STORE_TIMEOUT = timedelta(seconds=15)
+
+# LLM calls: provider errors are classified by activities/llm.py (auth/bad request are
+# non-retryable by type); overload and timeouts retry with backoff within the message timeout.
+LLM_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=20),
+    non_retryable_error_types=["LLMAuthError", "LLMBadRequest", "LLMConfigError"],
+)
+LLM_HEARTBEAT = timedelta(seconds=30)

@@ -220,11 +220,42 @@ async def send(
         sandbox_id=sender.id,
     )
     await session.commit()
-    if decision.approval_required:
-        await _start_delivery(session, client, settings, m, needs_approval=True)
+    if decision.approval_required or m.requires_response:
+        await _start_delivery(
+            session, client, settings, m, needs_approval=decision.approval_required
+        )
     else:
         await _accept(session, client, settings, [m])
     return 202, data
+
+
+def _delivery_start_args(settings: Settings, m: Message, needs_approval: bool) -> dict[str, Any]:
+    inp = MessageDeliveryInput(
+        message_id=m.id,
+        workspace_id=m.workspace_id,
+        to_sandbox_id=m.to_sandbox_id,
+        priority=m.priority,
+        attempt=m.attempts,
+        needs_approval=needs_approval,
+        approval_timeout_seconds=settings.message_approval_timeout_seconds,
+        requires_response=m.requires_response,
+        timeout_seconds=m.timeout_seconds,
+        max_wait_seconds=settings.message_max_wait_seconds,
+    )
+    return {
+        "workflow": DELIVERY,
+        "arg": inp,
+        "id": message_workflow_id(m.id),
+        "task_queue": settings.task_queue,
+        "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
+        "search_attributes": TypedSearchAttributes(
+            [
+                SearchAttributePair(sa.WORKSPACE_ID, m.workspace_id),
+                SearchAttributePair(sa.SANDBOX_ID, m.to_sandbox_id),
+                SearchAttributePair(sa.MESSAGE_ID, m.id),
+            ]
+        ),
+    }
 
 
 async def _start_delivery(
@@ -407,7 +438,10 @@ async def retry(
     )
     await session.commit()
     try:
-        await signal_inbox(client, settings, m)
+        if m.requires_response:
+            await client.start_workflow(**_delivery_start_args(settings, m, needs_approval=False))
+        else:
+            await signal_inbox(client, settings, m)
     except Exception as exc:
         m.status, m.status_reason, m.attempts = previous
         await session.commit()

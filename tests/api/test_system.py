@@ -76,6 +76,7 @@ async def test_health_with_real_temporal_and_worker(
 
                     await asyncio.sleep(0.25)
                     data = (await c.get("/api/v1/system/health")).json()["data"]
+        await activities.aclose()
         await engine.dispose()
         assert data["status"] == "healthy"
         assert data["services"] == {

@@ -112,6 +112,7 @@ async def stack(
             app_client(create_app(settings)) as client,
         ):
             yield Stack(settings, client, docker_client, temporal_env)
+    await activities.aclose()
     # Leave none of this run's containers behind, whatever a failed test did (containers of a
     # platform running beside the tests belong to other workspaces and are left alone).
     async with session_factory(engine)() as session:

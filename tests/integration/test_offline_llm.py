@@ -17,7 +17,13 @@ import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.llm import LLMActivities, complete
-from activities.offline_llm import MODEL_NAME, OfflineModelServer, available
+from activities.offline_llm import (
+    MODEL_NAME,
+    OfflineModelError,
+    OfflineModelNotInstalled,
+    OfflineModelServer,
+    available,
+)
 from domain.llm import AgentTurnRequest, ChatMessage, LLMProviderConfig
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,7 +127,8 @@ async def test_activity_uses_the_workers_server(server: OfflineModelServer) -> N
     )
     assert result.content.strip() and result.provider == "offline"
     assert server.pid == pid  # start() found it running
-    await acts._clients.aclose()  # not acts.aclose(): that would stop the module's server
+    await acts.aclose()
+    assert server.healthy()  # the activities do not own the server
 
 
 def test_lifecycle_health_memory_and_stop() -> None:
@@ -142,6 +149,17 @@ def test_lifecycle_health_memory_and_stop() -> None:
     assert gone(pid) and refused(base_url)
     assert not srv.running and srv.base_url is None and not srv.healthy()
     srv.stop()  # stopping twice is fine
+
+
+def test_a_broken_model_fails_clearly(tmp_path: Path) -> None:
+    bogus = tmp_path / "broken.gguf"
+    bogus.write_bytes(b"GGUF" + bytes(4096))
+    srv = OfflineModelServer(model=bogus)
+    with pytest.raises(OfflineModelError, match="did not start"):
+        srv.start()
+    assert not srv.running and srv.pid is None
+    with pytest.raises(OfflineModelNotInstalled):
+        OfflineModelServer(model=tmp_path / "missing.gguf").start()
 
 
 def test_server_dies_with_its_parent() -> None:

@@ -193,9 +193,8 @@ async def test_side_effecting_activities_are_idempotent(stack: Stack) -> None:
     sid = await stack.sandbox(acc, wid)
     await stack.wait_status(acc, sid, "running")
     engine = create_engine(stack.settings.resolved_database_url)
-    acts = SandboxActivities(
-        DockerRuntime(image=stack.settings.sandbox_image), session_factory(engine)
-    )
+    runtime = DockerRuntime(image=stack.settings.sandbox_image)
+    acts = SandboxActivities(runtime, session_factory(engine))
     env = ActivityEnvironment()
     spec = ContainerSpec(
         sandbox_id=sid, workspace_id=wid, name="x", image=stack.settings.sandbox_image
@@ -225,6 +224,7 @@ async def test_side_effecting_activities_are_idempotent(stack: Stack) -> None:
         await stack.client.delete(f"/api/v1/sandboxes/{sid}", headers=acc.headers)
     ).status_code == 204
     await asyncio.to_thread(env.run, acts.remove, sid)  # already gone: still success
+    runtime.close()
     await engine.dispose()
 
 
@@ -382,13 +382,12 @@ async def test_orphaned_containers_are_removed_at_worker_start(stack: Stack) -> 
     kept = await stack.sandbox(acc, wid)
     await stack.wait_status(acc, kept, "running")
     engine = create_engine(stack.settings.resolved_database_url)
-    acts = SandboxActivities(
-        DockerRuntime(image=stack.settings.sandbox_image, installation=ours),
-        session_factory(engine),
-    )
+    runtime = DockerRuntime(image=stack.settings.sandbox_image, installation=ours)
+    acts = SandboxActivities(runtime, session_factory(engine))
     try:
         removed = await acts.remove_orphans()
     finally:
+        runtime.close()
         await engine.dispose()
         other.reload()
         other.remove(force=True)

@@ -40,6 +40,7 @@ from domain.llm import (
     LLMResult,
     ToolCall,
     ToolSpec,
+    offline_provider,
 )
 
 OPENAI_PATH = "/v1/chat/completions"
@@ -744,13 +745,7 @@ class StubOffline:
 async def test_offline_provider_resolves_to_the_workers_server(fake: FakeProvider) -> None:
     stub = StubOffline(fake.base)
     acts = LLMActivities(offline=stub)  # type: ignore[arg-type]
-    offline = LLMProviderConfig(
-        name="offline",
-        api_key="offline",
-        base_url=None,
-        model="smollm2-135m-instruct",
-        temperature=0.0,
-    )
+    offline = offline_provider(max_tokens=32)  # what a workflow passes: no URL, no key
     try:
         for _ in range(2):
             fake.then(200, openai_reply("offline hello", model="smollm2-135m-instruct"))
@@ -758,5 +753,6 @@ async def test_offline_provider_resolves_to_the_workers_server(fake: FakeProvide
             assert (result.content, result.provider) == ("offline hello", "offline")
     finally:
         await acts.aclose()
-    assert stub.starts == 2 and stub.stopped  # start() is the server's idempotent ensure-running
+    # start() is the server's idempotent ensure-running; the server stays up for its owner.
+    assert stub.starts == 2 and not stub.stopped
     assert [r.path for r in fake.requests] == [OPENAI_PATH, OPENAI_PATH]

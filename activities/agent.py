@@ -1,0 +1,188 @@
+"""Agent-turn activities: build the turn from the read model, run sandbox tools, store the reply."""
+
+from __future__ import annotations
+
+import json
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.docker_runtime import DockerRuntime, DockerRuntimeError
+from activities.messaging import message_event_data
+from domain.agent import SANDBOX_TOOLS, TOOL_NAMES, AgentTurnPlan, ResponseRecord, ToolInvocation
+from domain.ids import Prefix, new_id
+from domain.llm import AgentTurnRequest, ChatMessage, LLMProviderConfig, offline_provider
+from domain.messages import MessageStatus
+from domain.timeutil import utcnow
+from store import events
+from store.models import Message, Sandbox, Workspace
+
+MAX_TOOL_OUTPUT = 16_000  # characters of a tool result handed back to the model
+
+
+def _agent(sandbox: Sandbox, name: str | None) -> dict[str, object]:
+    cfg = sandbox.agent_config or {}
+    agents = [cfg.get("primary_agent") or {}, *(cfg.get("sub_agents") or [])]
+    return next((a for a in agents if a.get("name") == name), agents[0])
+
+
+def choose_provider(ws: Workspace, sandbox: Sandbox, agent: dict[str, object]) -> LLMProviderConfig:
+    """The agent's provider/model, else the sandbox's, else the workspace default, else the
+    offline model. A provider named but not configured in the workspace is a clear error."""
+    cfg = sandbox.agent_config or {}
+    configured = {p["name"]: p for p in ws.llm_providers or []}
+    name = agent.get("llm_provider") or cfg.get("llm_provider")
+    model = agent.get("llm_model") or cfg.get("llm_model")
+    if name:
+        if name not in configured:
+            raise ApplicationError(
+                f"agent uses LLM provider {name!r}, which the workspace does not configure",
+                type="LLMConfigError",
+                non_retryable=True,
+            )
+        return LLMProviderConfig.from_workspace(configured[str(name)], model=model)
+    default = (ws.settings or {}).get("default_llm_provider")
+    if default in configured:
+        return LLMProviderConfig.from_workspace(configured[default], model=model)
+    if len(configured) == 1:
+        return LLMProviderConfig.from_workspace(next(iter(configured.values())), model=model)
+    return offline_provider()
+
+
+def _prompt(sandbox: Sandbox, agent: dict[str, object]) -> str:
+    parts = [
+        f"You are {agent.get('name')}, the {agent.get('role')} of the sandbox "
+        f"'{sandbox.name}' in an AInTandem workspace."
+    ]
+    if agent.get("system_prompt"):
+        parts.append(str(agent["system_prompt"]))
+    if agent.get("capabilities"):
+        parts.append("Your capabilities: " + ", ".join(map(str, agent["capabilities"])) + ".")
+    parts.append(
+        "You can use tools to read and write files and run commands in your sandbox's "
+        "/workspace. Answer the incoming message concisely."
+    )
+    return "\n\n".join(parts)
+
+
+class AgentActivities:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], runtime: DockerRuntime) -> None:
+        self._sessions = sessions
+        self._docker = runtime
+
+    @property
+    def runtime(self) -> DockerRuntime:
+        return self._docker
+
+    @activity.defn(name="agent_prepare")
+    async def prepare(self, message_id: str) -> AgentTurnPlan | None:
+        """The target agent's turn for a delivered message (None when it no longer exists)."""
+        async with self._sessions() as session:
+            m = await session.get(Message, message_id)
+            if m is None:
+                return None
+            sandbox = await session.get(Sandbox, m.to_sandbox_id)
+            ws = await session.get(Workspace, m.workspace_id)
+            if sandbox is None or ws is None:
+                return None
+            sender = await session.scalar(
+                select(Sandbox.name).where(Sandbox.id == m.from_sandbox_id)
+            )
+            agent = _agent(sandbox, m.to_agent)
+            incoming = json.dumps(m.content, ensure_ascii=False)
+            request = AgentTurnRequest(
+                provider=choose_provider(ws, sandbox, agent),
+                system_prompt=_prompt(sandbox, agent),
+                messages=[
+                    ChatMessage(
+                        role="user",
+                        content=(
+                            f"A {m.message_type} from {m.from_agent or 'an agent'} of sandbox "
+                            f"'{sender or m.from_sandbox_id}':\n{incoming}"
+                        ),
+                    )
+                ],
+                tools=list(SANDBOX_TOOLS),
+            )
+            return AgentTurnPlan(
+                message_id=m.id,
+                sandbox_id=sandbox.id,
+                agent_name=str(agent.get("name")),
+                request=request,
+                tool_timeout_seconds=int(sandbox.resources.get("timeout_seconds", 300)),
+            )
+
+    @activity.defn(name="sandbox_tool")
+    def run_tool(self, call: ToolInvocation) -> str:
+        """Run one tool inside the sandbox; the result (or error) as text for the model."""
+        if call.tool not in TOOL_NAMES:
+            return json.dumps({"error": f"unknown tool {call.tool!r}"})
+        try:
+            result = self._docker.exec_tool(
+                call.sandbox_id, call.tool, call.args, timeout_seconds=call.timeout_seconds
+            )
+        except DockerRuntimeError as exc:
+            return json.dumps({"error": str(exc)})
+        payload = (
+            result.result
+            if result.ok
+            else {"error": result.error_message, "type": result.error_type}
+        )
+        return json.dumps(payload, ensure_ascii=False)[:MAX_TOOL_OUTPUT]
+
+    @activity.defn(name="message_record_response")
+    async def record_response(self, rec: ResponseRecord) -> str | None:
+        """Store the reply as a linked message and mark the request responded (once)."""
+        async with self._sessions() as session:
+            m = await session.get(Message, rec.message_id)
+            if m is None:
+                return None
+            if m.response_message_id:
+                return m.response_message_id  # a retried activity: already recorded
+            now = utcnow()
+            reply = Message(
+                id=new_id(Prefix.MESSAGE),
+                workspace_id=m.workspace_id,
+                from_sandbox_id=m.to_sandbox_id,
+                from_agent=rec.agent_name,
+                to_sandbox_id=m.from_sandbox_id or m.to_sandbox_id,
+                to_agent=m.from_agent,
+                message_type="response",
+                content={
+                    "text": rec.content,
+                    "model": rec.model,
+                    "provider": rec.provider,
+                    "usage": {"input_tokens": rec.input_tokens, "output_tokens": rec.output_tokens},
+                    "steps": rec.steps,
+                    "tool_calls": rec.tool_calls,
+                },
+                priority=m.priority,
+                correlation_id=m.id,
+                status=MessageStatus.DELIVERED,
+                created_at=now,
+                delivered_at=now,
+            )
+            session.add(reply)
+            m.status, m.responded_at, m.response_message_id = (
+                MessageStatus.RESPONDED,
+                now,
+                reply.id,
+            )
+            data = {
+                **message_event_data(m),
+                "response_message_id": reply.id,
+                "response": reply.content,
+            }
+            for sid in {m.to_sandbox_id, m.from_sandbox_id} - {None}:
+                events.append(
+                    session,
+                    channel="messages",
+                    event="message_responded",
+                    data=data,
+                    workspace_id=m.workspace_id,
+                    sandbox_id=sid,
+                )
+            await session.commit()
+            return reply.id
