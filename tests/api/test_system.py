@@ -26,6 +26,9 @@ async def test_info(client: httpx.AsyncClient) -> None:
     }
     assert data["supported_llm_providers"] == ["qwen", "glm", "claude", "openai"]
     assert "filesystem" in data["supported_mcp_servers"]
+    # The test environment installs the offline model (scripts/llm-deps.sh via bootstrap).
+    assert data["offline_llm"]["available"] is True
+    assert data["offline_llm"]["provider"] == "offline"
 
 
 async def test_health_names_temporal_when_it_is_down(client: httpx.AsyncClient) -> None:
