@@ -23,7 +23,7 @@ from activities.sandbox import SandboxActivities
 from activities.store import StoreActivities
 from config.settings import Settings
 from store.db import create_engine, session_factory
-from worker import metrics
+from worker import maintenance, metrics
 from worker.search_attributes import ensure_search_attributes
 from workflows.inbox import InboxWorkflow
 from workflows.message_delivery import MessageDeliveryWorkflow
@@ -156,9 +156,13 @@ async def run(settings: Settings) -> None:
             settings.resolved_temporal_address,
         )
         gauges = asyncio.create_task(refresh_gauges(session_factory(engine)))
+        sweeper = asyncio.create_task(
+            maintenance.run_periodically(client, settings, session_factory(engine))
+        )
         async with worker:
             await stop.wait()
             log.info("worker shutting down")
         gauges.cancel()
+        sweeper.cancel()
     await activities.aclose()
     await engine.dispose()

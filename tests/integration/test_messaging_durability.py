@@ -216,3 +216,63 @@ async def test_inbox_and_delivery_histories_replay(stack: Stack) -> None:
     replayer = Replayer(workflows=[InboxWorkflow, MessageDeliveryWorkflow])
     await replayer.replay_workflow(await delivery.fetch_history())
     await replayer.replay_workflow(await inbox.fetch_history())
+
+
+async def test_a_message_whose_signal_was_lost_is_requeued(stack: Stack) -> None:
+    """The API died between committing the row and signalling the inbox: the sweep recovers it."""
+    from datetime import timedelta
+
+    from domain.ids import Prefix, new_id
+    from store.models import Sandbox
+    from worker.maintenance import requeue_stale_messages
+
+    acc = await stack.account()
+    wid = await stack.workspace(acc)
+    a = await stack.sandbox(acc, wid, name="one")
+    b = await stack.sandbox(acc, wid, name="two")
+    await stack.wait_status(acc, b, "running")
+    engine = create_engine(stack.settings.resolved_database_url)
+    sessions = session_factory(engine)
+    mid = new_id(Prefix.MESSAGE)
+    async with sessions() as s:
+        assert await s.get(Sandbox, a) is not None
+        s.add(
+            Message(
+                id=mid,
+                workspace_id=wid,
+                from_sandbox_id=a,
+                to_sandbox_id=b,
+                message_type="notification",
+                content={"lost": True},
+                status="queued",
+            )
+        )
+        await s.commit()
+    requeued = await requeue_stale_messages(
+        stack.temporal.client, stack.settings, sessions, older_than=timedelta(0)
+    )
+    assert requeued >= 1
+    msg = await eventually(
+        lambda: stack.client.get(f"/api/v1/messages/{mid}", headers=acc.headers),
+        lambda r: r.json()["data"]["status"] == "delivered",
+        20,
+        "recovered delivery",
+    )
+    assert msg.json()["data"]["delivered_at"]
+    # Sweeping again changes nothing: no second delivery event.
+    await requeue_stale_messages(
+        stack.temporal.client, stack.settings, sessions, older_than=timedelta(0)
+    )
+    await asyncio.sleep(1)
+    async with sessions() as s:
+        n = await s.scalar(
+            select(func.count())
+            .select_from(Event)
+            .where(
+                Event.sandbox_id == b,
+                Event.event == "message_received",
+                Event.data["message_id"].as_string() == mid,
+            )
+        )
+    await engine.dispose()
+    assert n == 1
