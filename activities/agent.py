@@ -10,7 +10,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.docker_runtime import DockerRuntime, DockerRuntimeError
-from activities.messaging import message_event_data
+from activities.messaging import DELIVERIES, message_event_data
 from domain.agent import SANDBOX_TOOLS, TOOL_NAMES, AgentTurnPlan, ResponseRecord, ToolInvocation
 from domain.ids import Prefix, new_id
 from domain.llm import AgentTurnRequest, ChatMessage, LLMProviderConfig, offline_provider
@@ -165,6 +165,7 @@ class AgentActivities:
                 delivered_at=now,
             )
             session.add(reply)
+            DELIVERIES.labels("responded").inc()
             m.status, m.responded_at, m.response_message_id = (
                 MessageStatus.RESPONDED,
                 now,

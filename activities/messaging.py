@@ -7,7 +7,9 @@ or a re-sent signal never delivers a message twice nor appends its events twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
+from prometheus_client import Counter, Histogram
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
@@ -22,9 +24,21 @@ from domain.messages import (
     StatusChange,
     inbox_signal_with_start,
 )
-from domain.timeutil import iso, utcnow
+from domain.policy import decide
+from domain.timeutil import as_utc, iso, utcnow
 from store import events
-from store.models import Message, Sandbox
+from store.models import Message, Sandbox, Workspace
+
+DELIVERIES = Counter(
+    "aintandem_delivery_messages_total",
+    "Message delivery outcomes (delivered, failed, denied)",
+    ["outcome"],
+)
+DELIVERY_LATENCY = Histogram(
+    "aintandem_delivery_latency_seconds",
+    "Accepted → delivered, per message",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
 
 
 def message_event_data(m: Message) -> dict[str, object]:
@@ -84,8 +98,9 @@ class MessagingActivities:
                 return False
             now = utcnow()
             m.status, m.status_reason = change.to_status, change.reason
-            if change.to_status == MessageStatus.FAILED:
+            if change.to_status in (MessageStatus.FAILED, MessageStatus.TIMEOUT):
                 m.failed_at = now
+                DELIVERIES.labels(change.to_status).inc()
             if change.event:
                 data = {**message_event_data(m), "reason": change.reason}
                 for sid in {m.to_sandbox_id, m.from_sandbox_id} - {None}:
@@ -126,7 +141,10 @@ class MessagingActivities:
             rows.sort(key=lambda m: order[m.id])
             now = utcnow()
             delivered = []
+            allowed = await self._policy_filter(session, batch.sandbox_id, rows, now)
             for m in rows:
+                if m.id not in allowed:
+                    continue
                 result = await session.execute(
                     update(Message)
                     .where(Message.id == m.id, Message.status == MessageStatus.QUEUED)
@@ -136,6 +154,8 @@ class MessagingActivities:
                     continue
                 m.status, m.delivered_at = MessageStatus.DELIVERED, now
                 delivered.append(m.id)
+                DELIVERIES.labels("delivered").inc()
+                DELIVERY_LATENCY.observe(max(0.0, (now - as_utc(m.created_at)).total_seconds()))
                 data = {**message_event_data(m), "delivered_at": iso(now)}
                 events.append(
                     session,
@@ -159,6 +179,55 @@ class MessagingActivities:
         awaiting = [m.id for m in rows if m.id in delivered and m.requires_response]
         return DeliveryOutcome(delivered=delivered, skipped=skipped, awaiting_reply=awaiting)
 
+    async def _policy_filter(
+        self, session: AsyncSession, target_id: str, rows: list[Message], now: datetime
+    ) -> set[str]:
+        """The policy as it is now, not as it was at acceptance: a message the workspace no
+        longer allows fails with the reason instead of being delivered."""
+        if not rows:
+            return set()
+        ws = await session.get(Workspace, rows[0].workspace_id)
+        ids = {m.from_sandbox_id for m in rows} | {target_id}
+        names = dict(
+            (
+                await session.execute(
+                    select(Sandbox.id, Sandbox.name).where(Sandbox.id.in_(ids - {None}))
+                )
+            ).all()
+        )
+        allowed = set()
+        for m in rows:
+            decision = decide(
+                ws.collaboration_policy if ws else None,
+                names.get(m.from_sandbox_id, ""),
+                names.get(target_id, ""),
+                m.message_type,
+            )
+            if decision.allowed:
+                allowed.add(m.id)
+                continue
+            m.status, m.status_reason, m.failed_at = (
+                MessageStatus.FAILED,
+                f"collaboration policy changed: {decision.reason}",
+                now,
+            )
+            DELIVERIES.labels("denied").inc()
+            data = {
+                **message_event_data(m),
+                "error_code": "AUTHORIZATION_FAILED",
+                "reason": m.status_reason,
+            }
+            for sid in {m.to_sandbox_id, m.from_sandbox_id} - {None}:
+                events.append(
+                    session,
+                    channel="messages",
+                    event="message_failed",
+                    data=data,
+                    workspace_id=m.workspace_id,
+                    sandbox_id=sid,
+                )
+        return allowed
+
     @activity.defn(name="inbox_fail")
     async def fail(self, batch: FailBatch) -> list[str]:
         """Fail still-queued messages with the reason (MESSAGE_DELIVERY_FAILED)."""
@@ -175,6 +244,7 @@ class MessagingActivities:
             for m in rows:
                 m.status, m.status_reason, m.failed_at = MessageStatus.FAILED, batch.reason, now
                 failed.append(m.id)
+                DELIVERIES.labels("failed").inc()
                 data = {
                     **message_event_data(m),
                     "error_code": "MESSAGE_DELIVERY_FAILED",

@@ -101,7 +101,7 @@ async def stack(
         task_queue=f"it-{uuid.uuid4().hex[:8]}",
         sandbox_health_interval_seconds=1.0,
         max_sandboxes_per_workspace=50,
-        message_max_wait_seconds=8.0,
+        message_max_wait_seconds=15.0,
     )
     engine = create_engine(settings.resolved_database_url)
     activities = build_activities(settings, session_factory(engine), temporal_env.client)

@@ -153,7 +153,7 @@ async def test_undeliverable_message_fails_then_retry_delivers(stack: Stack) -> 
     failed = await eventually(
         lambda: _message(stack, acc, mid),
         lambda m: m["status"] == "failed",
-        30,
+        60,
         "failure after the bounded wait",
     )
     assert "not running" in failed["status_reason"]
@@ -347,3 +347,39 @@ async def test_unanswered_approval_expires(stack: Stack, tmp_path: Any) -> None:
             "expiry",
         )
         assert "approval expired" in m["status_reason"]
+
+
+async def test_policy_change_in_flight_fails_the_message(stack: Stack) -> None:
+    from prometheus_client import REGISTRY
+
+    acc = await stack.account()
+    wid, a, b = await _pair(stack, acc)
+    await stack.client.post(f"/api/v1/sandboxes/{b}/stop", headers=acc.headers)
+    await stack.wait_status(acc, b, "stopped")
+    mid = (await _send(stack, acc, a)).json()["data"]["message_id"]  # allowed when sent
+    r = await stack.client.put(
+        f"/api/v1/workspaces/{wid}/config",
+        headers=acc.headers,
+        json={
+            "collaboration_policy": {
+                "mode": "deny_list",
+                "rules": [{"from": "frontend-team", "to": "*"}],
+            }
+        },
+    )
+    assert r.status_code == 200
+    denied_before = (
+        REGISTRY.get_sample_value("aintandem_delivery_messages_total", {"outcome": "denied"}) or 0
+    )
+    await stack.client.post(f"/api/v1/sandboxes/{b}/start", headers=acc.headers)
+    m = await eventually(
+        lambda: _message(stack, acc, mid),
+        lambda m: m["status"] == "failed",
+        30,
+        "failure by the changed policy",
+    )
+    assert "collaboration policy changed" in m["status_reason"]
+    assert (
+        REGISTRY.get_sample_value("aintandem_delivery_messages_total", {"outcome": "denied"}) or 0
+    ) == denied_before + 1
+    assert (REGISTRY.get_sample_value("aintandem_delivery_latency_seconds_count") or 0) > 0
