@@ -8,7 +8,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,9 @@ class Stack:
     client: httpx.AsyncClient
     docker: docker.DockerClient
     temporal: Any
+    # Workspaces created by the current test, deleted (containers included) after it: live
+    # sandboxes are health-checked every second and would load the machine for the session.
+    created: list[tuple[Account, str]] = field(default_factory=list)
 
     async def account(self) -> Account:
         return await new_account(self.client)
@@ -44,7 +47,9 @@ class Stack:
             json={"name": f"ws-{uuid.uuid4().hex[:6]}", "settings": settings},
         )
         assert r.status_code == 201, r.text
-        return str(r.json()["data"]["workspace_id"])
+        wid = str(r.json()["data"]["workspace_id"])
+        self.created.append((acc, wid))
+        return wid
 
     async def sandbox(self, acc: Account, wid: str, name: str | None = None, **body: Any) -> str:
         payload = {
@@ -123,3 +128,15 @@ async def stack(
                 docker_client.api.remove_container(c["Id"], force=True, v=True)
     docker_client.close()
     await engine.dispose()
+
+
+@pytest_asyncio.fixture(autouse=True, loop_scope="session")
+async def _delete_test_workspaces(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    yield
+    if "stack" not in request.fixturenames:
+        return
+    stack: Stack = request.getfixturevalue("stack")
+    while stack.created:
+        acc, wid = stack.created.pop()
+        with contextlib.suppress(Exception):
+            await stack.client.delete(f"/api/v1/workspaces/{wid}", headers=acc.headers)

@@ -347,6 +347,8 @@ async def test_unanswered_approval_expires(stack: Stack, tmp_path: Any) -> None:
             "expiry",
         )
         assert "approval expired" in m["status_reason"]
+        for owner, wid in quick.created:  # this app's tokens: clean up here, not in the fixture
+            await client.delete(f"/api/v1/workspaces/{wid}", headers=owner.headers)
 
 
 async def test_policy_change_in_flight_fails_the_message(stack: Stack) -> None:
