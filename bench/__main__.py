@@ -24,6 +24,8 @@ from bench.machine import describe, machine_info
 # One module per benchmark; importing it registers it. Add new ones here.
 MODULES = [
     "bench.sandbox_lifecycle",
+    "bench.message_delivery",
+    "bench.ws_fanout",
 ]
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 HEADERS = ("benchmark", "metric", "ours", "baseline", "ratio", "goal", "verdict")
