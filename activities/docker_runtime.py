@@ -494,7 +494,6 @@ class DockerRuntime:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    @_translate_errors
     def close(self) -> None:
         """Close the engine connection pool (the client reconnects lazily if used again)."""
         with self._client_lock:
@@ -502,6 +501,7 @@ class DockerRuntime:
                 self._client.close()
                 self._client = None
 
+    @_translate_errors
     def ping(self) -> bool:
         return bool(self.client.ping())
 
