@@ -303,7 +303,7 @@ def _thread_group(t: Any) -> str:
         return "API event loop thread"
     if t is threading.main_thread():
         return "main event loop (load gen, worker, baseline worker)"
-    if is_sqlite:
+    if is_sqlite or "_connection_worker_thread" in t.name:
         return "aiosqlite connection threads"
     if t.name.startswith("activity"):
         return "activity thread pool"
@@ -1352,8 +1352,12 @@ def _results(
         parts.update(_activity_profile(ph, probe, "inbox_target_status", "inbox_target_status"))
         base_parts = _activity_profile(sig, probe, WRITE_ACTIVITY, "inbox_deliver") if sig else {}
         for key, values in parts.items():
-            if not values or "DB pool checkout" in key or key == "inbox_target_status: DB commit":
-                continue  # pool waits are only in the API here; the status check writes nothing
+            if not values:
+                continue
+            if key == "inbox_target_status: DB commit":
+                continue  # the status check only reads
+            if key.endswith(": DB pool checkout") and (_p(values, 50) or 0.0) < 1.0:
+                continue  # the worker's pool did not wait: not worth a row
             is_count = key == "batch size"
             base_values = base_parts.get(key)
             rows.append(
@@ -1380,6 +1384,21 @@ def _results(
                     None,
                     unit="count",
                     note="profile",
+                )
+            )
+        for k, label in (
+            ("bench process %", "this process"),
+            ("  thread: API event loop thread %", "API event loop thread"),
+        ):
+            ours_rate, base_rate = ph.delivered_per_s(), sig.delivered_per_s() if sig else None
+            rows.append(
+                Result(
+                    NAME,
+                    f"  {mode.name} cpu ms per message: {label}",
+                    10 * ph.cpu[k] / ours_rate if k in ph.cpu and ours_rate else None,
+                    10 * sig.cpu[k] / base_rate if sig and k in sig.cpu and base_rate else None,
+                    None,
+                    note="cpu time / delivered (baseline col: the signals baseline)",
                 )
             )
         for k, v in ph.cpu.items():
