@@ -10,13 +10,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.docker_runtime import DockerRuntime, DockerRuntimeError
-from activities.messaging import DELIVERIES, message_event_data
+from activities.messaging import DELIVERIES, message_event_data, publish_to_both
 from domain.agent import SANDBOX_TOOLS, TOOL_NAMES, AgentTurnPlan, ResponseRecord, ToolInvocation
 from domain.ids import Prefix, new_id
 from domain.llm import AgentTurnRequest, ChatMessage, LLMProviderConfig, offline_provider
 from domain.messages import MessageStatus
 from domain.timeutil import utcnow
-from store import events
 from store.models import Message, Sandbox, Workspace
 
 MAX_TOOL_OUTPUT = 16_000  # characters of a tool result handed back to the model
@@ -176,14 +175,6 @@ class AgentActivities:
                 "response_message_id": reply.id,
                 "response": reply.content,
             }
-            for sid in {m.to_sandbox_id, m.from_sandbox_id} - {None}:
-                events.append(
-                    session,
-                    channel="messages",
-                    event="message_responded",
-                    data=data,
-                    workspace_id=m.workspace_id,
-                    sandbox_id=sid,
-                )
+            publish_to_both(session, m, "message_responded", data)
             await session.commit()
             return reply.id

@@ -64,6 +64,19 @@ class EnqueueInput:
     max_wait_seconds: float
 
 
+def publish_to_both(session: AsyncSession, m: Message, event: str, data: dict[str, object]) -> None:
+    """Stage a message event on the streams of both its sandboxes (sender and recipient)."""
+    for sid in {m.to_sandbox_id, m.from_sandbox_id} - {None}:
+        events.append(
+            session,
+            channel="messages",
+            event=event,
+            data=data,
+            workspace_id=m.workspace_id,
+            sandbox_id=sid,
+        )
+
+
 class MessagingActivities:
     def __init__(
         self,
@@ -103,15 +116,7 @@ class MessagingActivities:
                 DELIVERIES.labels(change.to_status).inc()
             if change.event:
                 data = {**message_event_data(m), "reason": change.reason}
-                for sid in {m.to_sandbox_id, m.from_sandbox_id} - {None}:
-                    events.append(
-                        session,
-                        channel="messages",
-                        event=change.event,
-                        data=data,
-                        workspace_id=m.workspace_id,
-                        sandbox_id=sid,
-                    )
+                publish_to_both(session, m, change.event, data)
             await session.commit()
             return True
 
@@ -217,15 +222,7 @@ class MessagingActivities:
                 "error_code": "AUTHORIZATION_FAILED",
                 "reason": m.status_reason,
             }
-            for sid in {m.to_sandbox_id, m.from_sandbox_id} - {None}:
-                events.append(
-                    session,
-                    channel="messages",
-                    event="message_failed",
-                    data=data,
-                    workspace_id=m.workspace_id,
-                    sandbox_id=sid,
-                )
+            publish_to_both(session, m, "message_failed", data)
         return allowed
 
     @activity.defn(name="inbox_fail")
@@ -250,14 +247,6 @@ class MessagingActivities:
                     "error_code": "MESSAGE_DELIVERY_FAILED",
                     "reason": batch.reason,
                 }
-                for sid in {m.to_sandbox_id, m.from_sandbox_id} - {None}:
-                    events.append(
-                        session,
-                        channel="messages",
-                        event="message_failed",
-                        data=data,
-                        workspace_id=m.workspace_id,
-                        sandbox_id=sid,
-                    )
+                publish_to_both(session, m, "message_failed", data)
             await session.commit()
             return failed
