@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from worker.metrics import free_port
+from tests.live_stack import Stack
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,47 +43,6 @@ def _alive(pid: int) -> bool:
 def _families(text: str) -> set[str]:
     """Metric family names, parsed with the Prometheus text parser (fails on bad exposition)."""
     return {family.name for family in text_string_to_metric_families(text)}
-
-
-class Stack:
-    def __init__(self, data_dir: Path) -> None:
-        self.env = {
-            **os.environ,
-            "AINTANDEM_DATA_DIR": str(data_dir),
-            "AINTANDEM_API_PORT": str(free_port()),
-            "AINTANDEM_TEMPORAL_PORT": str(free_port()),
-            "AINTANDEM_TEMPORAL_UI_PORT": str(free_port()),
-            "AINTANDEM_WORKER_METRICS_PORT": str(free_port()),
-        }
-        self.env.pop("AINTANDEM_DATABASE_URL", None)
-        self.env.pop("AINTANDEM_TEMPORAL_ADDRESS", None)
-        self.base = f"http://127.0.0.1:{self.env['AINTANDEM_API_PORT']}"
-        self.log = data_dir / "up.out"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        offset = self.log.stat().st_size if self.log.exists() else 0
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cli.main", "up", "--no-docker"],
-                cwd=ROOT,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            if "AInTandem is up" in self.log.read_text()[offset:]:
-                return
-            time.sleep(0.3)
-        raise AssertionError(f"stack did not come up:\n{self.log.read_text()}")
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-        return self.proc.wait(60)
 
 
 def test_up_serves_the_api_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:

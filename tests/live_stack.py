@@ -1,0 +1,61 @@
+"""A real `aintandem up` in a subprocess (own data dir, free ports): what the e2e tests and the
+SDK suites drive over HTTP, exactly as a user's client would."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from worker.metrics import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Stack:
+    def __init__(self, data_dir: Path, **extra_env: str) -> None:
+        self.env = {
+            **os.environ,
+            "AINTANDEM_DATA_DIR": str(data_dir),
+            "AINTANDEM_API_PORT": str(free_port()),
+            "AINTANDEM_TEMPORAL_PORT": str(free_port()),
+            "AINTANDEM_TEMPORAL_UI_PORT": str(free_port()),
+            "AINTANDEM_WORKER_METRICS_PORT": str(free_port()),
+        }
+        self.env.pop("AINTANDEM_DATABASE_URL", None)
+        self.env.pop("AINTANDEM_TEMPORAL_ADDRESS", None)
+        self.env.update(extra_env)
+        self.base = f"http://127.0.0.1:{self.env['AINTANDEM_API_PORT']}"
+        self.log = data_dir / "up.out"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base}/api/v1"
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cli.main", "up", "--no-docker"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, self.log.read_text()
+            if "AInTandem is up" in self.log.read_text()[offset:]:
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"stack did not come up:\n{self.log.read_text()}")
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        return self.proc.wait(60)
