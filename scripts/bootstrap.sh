@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent setup of the project's virtualenv: creates .venv and installs the server (+ dev
-# tools) into it. Re-running is cheap: pip is skipped when pyproject.toml has not changed.
+# tools) and the Python SDK (sdk/python, used by the CLI's client commands) into it.
+# Re-running is cheap: pip is skipped when neither pyproject.toml has changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,10 +19,10 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
 fi
 
-stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+stamp="$VENV/.installed-$(cat pyproject.toml sdk/python/pyproject.toml | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "bootstrap: installing dependencies into $VENV" >&2
-  "$VENV/bin/pip" install -q -e '.[dev]'
+  "$VENV/bin/pip" install -q -e '.[dev]' -e ./sdk/python
   rm -f "$VENV"/.installed-*
   touch "$stamp"
 fi

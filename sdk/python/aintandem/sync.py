@@ -214,14 +214,6 @@ class AInTandemSyncClient:
     ) -> None:
         self.close()
 
-    def __del__(self) -> None:
-        runner = getattr(self, "_runner", None)
-        if runner is not None and not runner.closed:
-            try:
-                self.close()
-            except Exception:
-                pass
-
 
 AInTandemClient = AInTandemSyncClient
 
