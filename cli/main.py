@@ -84,15 +84,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="install/start the Docker engine if needed and build the "
         "sandbox image locally (idempotent)",
     ).set_defaults(func=_cmd_image_build)
+    from cli.client import register
+
+    register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from cli.client import CLIENT_COMMANDS, run_client_command
+
+    if args.command in CLIENT_COMMANDS:
+        return run_client_command(args)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)
-    args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 
 
