@@ -8,6 +8,7 @@ import type {
   BroadcastAccepted,
   BroadcastRequest,
   CollaborationAccepted,
+  CollaborationCancelled,
   CollaborationData,
   CollaborationStatus,
   DiscoveredAgents,
@@ -278,8 +279,8 @@ export class Collaboration {
     return this.api.get(this.id);
   }
 
-  cancel(): Promise<JsonObject> {
-    return this.api.cancel(this.id);
+  cancel(reason?: string): Promise<CollaborationCancelled> {
+    return this.api.cancel(this.id, reason);
   }
 
   watch(options: WatchOptions = {}): AsyncGenerator<CollaborationData, void, undefined> {
@@ -309,9 +310,14 @@ export class CollaborationsApi {
     return (await this.http.request<CollaborationData>('GET', `/collaborations/${p(collaborationId)}`)).data;
   }
 
-  /** POST /collaborations/{id}/cancel (202). */
-  async cancel(collaborationId: string): Promise<JsonObject> {
-    return (await this.http.request<JsonObject>('POST', `/collaborations/${p(collaborationId)}/cancel`)).data;
+  /** POST /collaborations/{id}/cancel (202): stops it and every step in flight. */
+  async cancel(collaborationId: string, reason?: string): Promise<CollaborationCancelled> {
+    const res = await this.http.request<CollaborationCancelled>(
+      'POST',
+      `/collaborations/${p(collaborationId)}/cancel`,
+      { body: reason === undefined ? {} : { reason } },
+    );
+    return res.data;
   }
 
   /**

@@ -71,24 +71,37 @@ export class Sandbox {
     return res.data;
   }
 
-  /** POST /sandboxes/{id}/start (202; the sandbox becomes `running` shortly after). */
+  /**
+   * POST /sandboxes/{id}/start (202; the sandbox becomes `running` shortly after).
+   *
+   * Idempotent: a new sandbox starts by itself, so when the server refuses (409) because the
+   * sandbox is already provisioning, starting, restarting or running, this resolves with that
+   * status instead of throwing. Any other refusal is a SandboxNotReadyError.
+   */
   async start(): Promise<LifecycleAccepted> {
-    return this.lifecycle('start');
+    return this.lifecycle('start', ['provisioning', 'starting', 'restarting', 'running']);
   }
 
-  /** POST /sandboxes/{id}/stop (202). */
+  /** POST /sandboxes/{id}/stop (202). Idempotent like start(): stopping/stopped resolve. */
   async stop(): Promise<LifecycleAccepted> {
-    return this.lifecycle('stop');
+    return this.lifecycle('stop', ['stopping', 'stopped']);
   }
 
-  /** POST /sandboxes/{id}/restart (202). */
+  /** POST /sandboxes/{id}/restart (202); only a running (or errored) sandbox can restart. */
   async restart(): Promise<LifecycleAccepted> {
-    return this.lifecycle('restart');
+    return this.lifecycle('restart', []);
   }
 
-  private async lifecycle(op: string): Promise<LifecycleAccepted> {
-    const res = await this.http.request<LifecycleAccepted>('POST', `/sandboxes/${p(this.id)}/${op}`);
-    return res.data;
+  private async lifecycle(op: string, alreadyThere: SandboxStatusName[]): Promise<LifecycleAccepted> {
+    try {
+      const res = await this.http.request<LifecycleAccepted>('POST', `/sandboxes/${p(this.id)}/${op}`);
+      return res.data;
+    } catch (err) {
+      if (!(err instanceof SandboxNotReadyError) || alreadyThere.length === 0) throw err;
+      const detail = await this.refresh();
+      if (!alreadyThere.includes(detail.status)) throw err;
+      return { sandbox_id: this.id, status: detail.status, estimated_ready_seconds: null };
+    }
   }
 
   /** GET /sandboxes/{id}/status: status, health, resource use and connections. */

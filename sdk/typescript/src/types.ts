@@ -612,18 +612,23 @@ export interface OrchestrateRequest {
   /** Seconds, 30-3600. */
   timeout?: number;
   deliverables?: string[];
+  /** peer_to_peer only: the turn limit (server default: two rounds). */
+  max_turns?: number | null;
 }
 
-/** @schema live:CollaborationAccepted */
+/** @schema CollaborationAccepted */
 export interface CollaborationAccepted {
   collaboration_id: string;
   status: CollaborationStatus;
+  collaboration_mode: CollaborationMode;
   /** Sandbox ids. */
   participants: string[];
-  collaboration_mode: CollaborationMode;
+  /** The orchestrating agent (`sandbox_id`, `agent`, ...). */
+  orchestrator: Record<string, string>;
   estimated_duration_seconds: number;
 }
 
+/** @schema ProgressOut */
 export interface CollaborationProgress {
   percentage: number;
   current_step: string | null;
@@ -631,29 +636,75 @@ export interface CollaborationProgress {
   remaining_steps: string[];
 }
 
+/** @schema ParticipantOut */
 export interface CollaborationParticipant {
   sandbox_id: string;
   name: string;
-  status: string;
+  agent: string;
+  status: 'idle' | 'active' | 'failed' | (string & {});
   messages_exchanged: number;
 }
 
-/** @schema live:Collaboration */
+/** @schema CollaborationMessage */
+export interface CollaborationMessage {
+  message_id: string;
+  from: string | null;
+  to: string;
+  from_agent: string | null;
+  to_agent: string | null;
+  message_type: string;
+  status: string;
+  step: string | null;
+  content: JsonObject;
+  timestamp: string;
+}
+
+/** @schema StepOut */
+export interface CollaborationStep {
+  step: string;
+  assignee: string;
+  agent: string;
+  status: 'running' | 'completed' | 'failed' | 'cancelled' | (string & {});
+  attempts: number;
+  message_ids: string[];
+  output: string | null;
+  error: string | null;
+}
+
+/** @schema ErrorOut */
+export interface CollaborationError {
+  code: string | null;
+  message: string;
+}
+
+/** @schema CollaborationDetail */
 export interface CollaborationData {
   collaboration_id: string;
   workspace_id: string;
   task: string;
   collaboration_mode: CollaborationMode;
+  orchestrator: Record<string, string>;
   status: CollaborationStatus;
   progress: CollaborationProgress;
   participants: CollaborationParticipant[];
-  messages: JsonObject[];
+  steps: CollaborationStep[];
+  messages: CollaborationMessage[];
+  /** Deliverable name → its text. */
   deliverables: Record<string, string>;
-  result: Json;
+  result: JsonObject | null;
+  error: CollaborationError | null;
+  /** Seconds. */
+  timeout: number;
+  created_at: string;
   started_at: string | null;
   estimated_completion: string | null;
   completed_at: string | null;
-  error: { code: string; message: string } | null;
+}
+
+/** @schema CollaborationCancelled */
+export interface CollaborationCancelled {
+  collaboration_id: string;
+  status: CollaborationStatus;
 }
 
 // -- system --------------------------------------------------------------------------------------

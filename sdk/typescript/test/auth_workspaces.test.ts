@@ -11,7 +11,7 @@ import {
 import { assertDeclaredShape } from './shapes.js';
 import { BASE_URL, NO_STACK, newUser, PASSWORD, recordingFetch, uniqueEmail } from './helpers.js';
 
-describe('auth', { skip: NO_STACK }, () => {
+describe('auth', { skip: NO_STACK, timeout: 300_000 }, () => {
   it('registers, logs in, refreshes (rotating the refresh token) and logs out', async () => {
     const anon = new AInTandemClient({ baseUrl: BASE_URL });
     const email = uniqueEmail('auth');
@@ -90,7 +90,7 @@ describe('auth', { skip: NO_STACK }, () => {
   });
 });
 
-describe('workspaces', { skip: NO_STACK }, () => {
+describe('workspaces', { skip: NO_STACK, timeout: 300_000 }, () => {
   it('create, get, update, config, discover, metrics, delete', async () => {
     const { client } = await newUser('crud');
     const ws = await client.workspaces.create({

@@ -12,7 +12,7 @@ async function openapi(): Promise<OpenApi> {
   return (await res.json()) as OpenApi;
 }
 
-describe('drift', { skip: NO_STACK }, () => {
+describe('drift', { skip: NO_STACK, timeout: 60_000 }, () => {
   it('declares the schemas it claims to mirror', () => {
     const tags = [...declaredSchemas().keys()];
     for (const expected of ['WorkspaceOut', 'SandboxDetail', 'MessageOut', 'LoginResult', 'live:SandboxStatus']) {
