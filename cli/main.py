@@ -6,8 +6,15 @@ import argparse
 import asyncio
 import logging
 import sys
+from typing import Any
 
-from config.settings import get_settings
+
+def get_settings() -> Any:
+    # Imported on use: the client commands (login, workspaces, ...) never load the server's
+    # settings, which keeps them quick to start.
+    from config.settings import get_settings as settings
+
+    return settings()
 
 
 def _cmd_api(_: argparse.Namespace) -> int:

@@ -729,9 +729,15 @@ class CollaborationsResource:
         orchestrator: str | None = None,
         timeout: int | None = None,
         deliverables: Sequence[str] | None = None,
+        max_turns: int | None = None,
         idempotency_key: str | None = None,
     ) -> Collaboration:
-        """Start a collaboration (202) among `participants` (sandbox names or ids)."""
+        """Start a collaboration (202) among `participants` (sandbox names or ids).
+
+        `timeout` is in seconds (30-3600); `deliverables` names the texts the collaboration
+        must produce (returned in `deliverables` at the end); `max_turns` bounds a
+        peer_to_peer conversation.
+        """
         ans = await self._core.request(
             "POST",
             f"workspaces/{workspace_id}/collaboration/orchestrate",
@@ -742,12 +748,18 @@ class CollaborationsResource:
                 orchestrator=orchestrator,
                 timeout=timeout,
                 deliverables=list(deliverables) if deliverables is not None else None,
+                max_turns=max_turns,
             ),
             idempotency_key=idempotency_key,
         )
         started = CollaborationStarted.model_validate(ans.data)
         info = CollaborationInfo.model_validate(
-            {**started.model_dump(by_alias=True), "workspace_id": workspace_id, "task": task}
+            {
+                **started.model_dump(by_alias=True),
+                "participants": [{"sandbox_id": sid} for sid in started.participants],
+                "workspace_id": workspace_id,
+                "task": task,
+            }
         )
         collab = Collaboration(self._client, info)
         collab.started = started
