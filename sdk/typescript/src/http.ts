@@ -83,6 +83,11 @@ export interface RequestOptions {
   auth?: boolean;
   /** Reuse a caller-chosen Idempotency-Key (POST). */
   idempotencyKey?: string;
+  /**
+   * The server honours this POST's Idempotency-Key, so it is safe to resend after a connection
+   * error (which may have happened after the server acted). GET/PUT/DELETE always are.
+   */
+  replaySafe?: boolean;
   signal?: AbortSignal;
 }
 
@@ -320,9 +325,10 @@ export class HttpClient {
           requestId: headers['X-Request-ID'] ?? null,
           cause,
         });
-        // Without a response we cannot know whether a non-idempotent call took effect; a POST
-        // carries its Idempotency-Key, so servers that honour it answer a retry with the first result.
-        if (attempt < this.maxRetries && (IDEMPOTENT.has(method) || idempotencyKey)) {
+        // Without a response we cannot know whether the call took effect: resend only what is
+        // idempotent, or a POST whose Idempotency-Key the server honours (it answers the resend
+        // with the first result).
+        if (attempt < this.maxRetries && (IDEMPOTENT.has(method) || options.replaySafe === true)) {
           await sleep(this.backoff(attempt), options.signal);
           continue;
         }

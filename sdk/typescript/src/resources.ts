@@ -141,6 +141,7 @@ export class WorkspacesApi {
     const res = await this.http.request<BroadcastAccepted>('POST', `/workspaces/${p(workspaceId)}/broadcast`, {
       body,
       idempotencyKey: options.idempotencyKey,
+      replaySafe: true,
     });
     return res.data;
   }
@@ -300,7 +301,7 @@ export class CollaborationsApi {
     const res = await this.http.request<CollaborationAccepted>(
       'POST',
       `/workspaces/${p(workspaceId)}/collaboration/orchestrate`,
-      { body: request },
+      { body: request, replaySafe: true },
     );
     return new Collaboration(this, res.data);
   }
@@ -345,7 +346,7 @@ export class CollaborationsApi {
           signal: options.signal,
         });
         iterator = stream[Symbol.asyncIterator]();
-        pending = iterator.next();
+        pending = this.next(iterator);
       }
       for (;;) {
         const wait = pending ? interval * 5 : interval;
@@ -370,7 +371,7 @@ export class CollaborationsApi {
         ]);
         clearTimeout(timer);
         options.signal?.throwIfAborted();
-        if (outcome === 'frame' && iterator) pending = iterator.next();
+        if (outcome === 'frame' && iterator) pending = this.next(iterator);
         else if (outcome === 'ended') {
           pending = null; // the stream gave up (or is refused): poll from here on
           stream?.close();
@@ -386,6 +387,13 @@ export class CollaborationsApi {
     } finally {
       stream?.close();
     }
+  }
+
+  private next(iterator: AsyncIterator<StreamFrame>): Promise<IteratorResult<StreamFrame>> {
+    const pending = iterator.next();
+    // The stream may fail while the caller is busy with a snapshot: handled when raced next.
+    pending.catch(() => undefined);
+    return pending;
   }
 
   /**

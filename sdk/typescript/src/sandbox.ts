@@ -149,6 +149,7 @@ export class Sandbox {
     const res = await this.http.request<MessageAccepted>('POST', `/sandboxes/${p(this.id)}/messages`, {
       body: { to_sandbox: to, content, ...rest },
       idempotencyKey,
+      replaySafe: true,
     });
     return res.data;
   }

@@ -38,6 +38,7 @@ describe('collaborations', { skip: SKIP, timeout: 600_000 }, () => {
   });
 
   it('orchestrate, get, cancel; watch() follows the WebSocket to the terminal state', async () => {
+    const started = Date.now();
     const collaboration = await client.collaborations.orchestrate(workspace.id, {
       task: 'Design a login form and its API',
       participants: ['frontend-team', 'backend-team'],
@@ -67,7 +68,10 @@ describe('collaborations', { skip: SKIP, timeout: 600_000 }, () => {
       snapshots.push(snapshot);
       if (!cancelled) {
         cancelled = true;
-        const answer = await collaboration.cancel('enough for a test');
+        const answer = await collaboration.cancel('enough for a test').catch(async (e: unknown) => {
+          const now = JSON.stringify(await collaboration.get()).slice(0, 2000);
+          return assert.fail(`cancel refused (${String(e)}) ${Date.now() - started} ms after orchestrate: ${now}`);
+        });
         assert.equal(answer.collaboration_id, collaboration.id);
       }
     }

@@ -122,7 +122,7 @@ describe('retries', () => {
   it('does not retry other errors', async () => {
     const fake = fakeFetch([fail(409, 'SANDBOX_NOT_READY')]);
     const client = new AInTandemClient({ baseUrl: BASE, apiKey: 't', fetch: fake.fetch });
-    const err = await client.sandboxes.fromId('sb_abcdefghij').start().catch((e: unknown) => e);
+    const err = await client.sandboxes.fromId('sb_abcdefghij').restart().catch((e: unknown) => e);
     assert.ok(err instanceof SandboxNotReadyError);
     assert.ok(err instanceof AInTandemError);
     assert.equal(fake.calls.length, 1);
@@ -144,6 +144,29 @@ describe('retries', () => {
     assert.equal((err as AInTandemError).name, 'ConnectionError');
     assert.equal((err as AInTandemError).status, 0);
     assert.equal(n, 2);
+  });
+  it('resends a POST after a connection error only when the server honours its Idempotency-Key', async () => {
+    const keys: (string | undefined)[] = [];
+    let n = 0;
+    const client = new AInTandemClient({
+      baseUrl: BASE,
+      apiKey: 't',
+      maxRetries: 2,
+      fetch: async (_url, init) => {
+        keys.push((init.headers as Record<string, string>)['Idempotency-Key']);
+        if (n++ === 0) throw new TypeError('socket hang up');
+        return new Response(JSON.stringify({ success: true, data: { message_id: 'msg_abcdefghij', status: 'queued', timestamp: 'x' }, meta }), { status: 202 });
+      },
+    });
+    const sent = await client.sandboxes.fromId('sb_abcdefghij').sendMessage('other', { a: 1 });
+    assert.equal(sent.message_id, 'msg_abcdefghij');
+    assert.equal(keys.length, 2);
+    assert.equal(keys[0], keys[1]);
+    n = 0;
+    keys.length = 0;
+    const err = await client.workspaces.create({ name: 'w' }).catch((e: unknown) => e);
+    assert.equal((err as AInTandemError).name, 'ConnectionError');
+    assert.equal(keys.length, 1, 'creating a workspace twice is not safe: not resent');
   });
 });
 
