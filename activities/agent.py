@@ -90,7 +90,13 @@ class AgentActivities:
                 select(Sandbox.name).where(Sandbox.id == m.from_sandbox_id)
             )
             agent = _agent(sandbox, m.to_agent)
-            incoming = json.dumps(m.content, ensure_ascii=False)
+            # A collaboration step carries its prompt as text; other content goes as JSON.
+            text = (m.content or {}).get("text")
+            incoming = (
+                text
+                if isinstance(text, str) and m.collaboration_id
+                else json.dumps(m.content, ensure_ascii=False)
+            )
             request = AgentTurnRequest(
                 provider=choose_provider(ws, sandbox, agent),
                 system_prompt=_prompt(sandbox, agent),
@@ -159,6 +165,7 @@ class AgentActivities:
                 },
                 priority=m.priority,
                 correlation_id=m.id,
+                collaboration_id=m.collaboration_id,
                 status=MessageStatus.DELIVERED,
                 created_at=now,
                 delivered_at=now,

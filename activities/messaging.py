@@ -53,6 +53,7 @@ def message_event_data(m: Message) -> dict[str, object]:
         "content": m.content,
         "status": m.status,
         "correlation_id": m.correlation_id,
+        "collaboration_id": m.collaboration_id,
     }
 
 
@@ -65,7 +66,8 @@ class EnqueueInput:
 
 
 def publish_to_both(session: AsyncSession, m: Message, event: str, data: dict[str, object]) -> None:
-    """Stage a message event on the streams of both its sandboxes (sender and recipient)."""
+    """Stage a message event on the streams of both its sandboxes (sender and recipient), and
+    of its collaboration when it is a collaboration's step."""
     for sid in {m.to_sandbox_id, m.from_sandbox_id} - {None}:
         events.append(
             session,
@@ -74,6 +76,7 @@ def publish_to_both(session: AsyncSession, m: Message, event: str, data: dict[st
             data=data,
             workspace_id=m.workspace_id,
             sandbox_id=sid,
+            collaboration_id=m.collaboration_id,
         )
 
 
@@ -169,6 +172,7 @@ class MessagingActivities:
                     data=data,
                     workspace_id=m.workspace_id,
                     sandbox_id=m.to_sandbox_id,
+                    collaboration_id=m.collaboration_id,
                 )
                 if m.from_sandbox_id:
                     events.append(
@@ -178,6 +182,7 @@ class MessagingActivities:
                         data=data,
                         workspace_id=m.workspace_id,
                         sandbox_id=m.from_sandbox_id,
+                        collaboration_id=m.collaboration_id,
                     )
             await session.commit()
         skipped = [mid for mid in batch.message_ids if mid not in delivered]

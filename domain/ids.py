@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import secrets
 import string
@@ -24,8 +25,10 @@ class Prefix(StrEnum):
 _PATTERNS = {p: re.compile(rf"^{p.value}_[a-z0-9]{{{_RANDOM_LEN}}}$") for p in Prefix}
 
 
-def new_id(prefix: Prefix) -> str:
-    return f"{prefix.value}_" + "".join(secrets.choice(_ALPHABET) for _ in range(_RANDOM_LEN))
+def new_id(prefix: Prefix, rng: random.Random | None = None) -> str:
+    """A fresh id; a workflow passes its deterministic `workflow.random()` so replay agrees."""
+    choice = rng.choice if rng is not None else secrets.choice
+    return f"{prefix.value}_" + "".join(choice(_ALPHABET) for _ in range(_RANDOM_LEN))
 
 
 def is_valid(prefix: Prefix, value: str) -> bool:

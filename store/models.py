@@ -196,12 +196,44 @@ class Message(Base):
     status_reason: Mapped[str | None] = mapped_column(Text)
     correlation_id: Mapped[str | None] = mapped_column(String(64))
     broadcast_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    collaboration_id: Mapped[str | None] = mapped_column(String(32), index=True)
     response_message_id: Mapped[str | None] = mapped_column(String(32))
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = _ts(default=True)
     delivered_at: Mapped[datetime | None] = _ts(nullable=True)
     responded_at: Mapped[datetime | None] = _ts(nullable=True)
     failed_at: Mapped[datetime | None] = _ts(nullable=True)
+
+
+class Collaboration(Base):
+    """A multi-agent collaboration: the read model of its `CollaborationWorkflow`."""
+
+    __tablename__ = "collaborations"
+    __table_args__ = (Index("ix_collaborations_workspace_created", "workspace_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    task: Mapped[str] = mapped_column(Text)
+    mode: Mapped[str] = mapped_column(String(16))
+    orchestrator_sandbox_id: Mapped[str] = mapped_column(String(32))
+    orchestrator_agent: Mapped[str] = mapped_column(String(100))
+    # [{sandbox_id, name, agent}] as resolved at the request (sandboxes may be renamed later).
+    participants: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    requested_deliverables: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    timeout_seconds: Mapped[int] = mapped_column(Integer)
+    estimated_duration_seconds: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="initializing", index=True)
+    progress: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    deliverables: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The workflow numbers its snapshots; an older (retried) write never overwrites a newer one.
+    version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = _ts(default=True)
+    started_at: Mapped[datetime | None] = _ts(nullable=True)
+    updated_at: Mapped[datetime] = _ts(default=True)
+    completed_at: Mapped[datetime | None] = _ts(nullable=True)
 
 
 class IdempotencyKey(Base):

@@ -14,6 +14,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities.agent import AgentActivities
+from activities.collaboration import CollaborationActivities
 from activities.docker_runtime import DockerRuntime
 from activities.llm import LLMActivities
 from activities.messaging import MessagingActivities
@@ -25,6 +26,7 @@ from config.settings import Settings
 from store.db import create_engine, session_factory
 from worker import maintenance, metrics
 from worker.search_attributes import ensure_search_attributes
+from workflows.collaboration import CollaborationWorkflow
 from workflows.inbox import InboxWorkflow
 from workflows.message_delivery import MessageDeliveryWorkflow
 from workflows.sandbox import SandboxWorkflow
@@ -56,6 +58,7 @@ class ActivitySet:
     agent: AgentActivities
     llm: LLMActivities
     offline: OfflineModelServer | None
+    collaboration: CollaborationActivities
 
     async def aclose(self) -> None:
         await self.llm.aclose()
@@ -77,6 +80,7 @@ def build_activities(
         AgentActivities(sessions, runtime),
         LLMActivities(offline=offline),
         offline,
+        CollaborationActivities(sessions),
     )
 
 
@@ -87,7 +91,7 @@ def build_worker(
     return Worker(
         client,
         task_queue=settings.task_queue,
-        workflows=[SandboxWorkflow, InboxWorkflow, MessageDeliveryWorkflow],
+        workflows=[SandboxWorkflow, InboxWorkflow, MessageDeliveryWorkflow, CollaborationWorkflow],
         activities=[
             acts.store.append_event,
             sandbox.start,
@@ -106,6 +110,9 @@ def build_worker(
             acts.agent.run_tool,
             acts.agent.record_response,
             acts.llm.complete,
+            acts.collaboration.send,
+            acts.collaboration.reply,
+            acts.collaboration.record,
         ],
         activity_executor=executor,
         max_concurrent_activities=64,
@@ -114,15 +121,19 @@ def build_worker(
 
 async def refresh_gauges(sessions: async_sessionmaker[AsyncSession], every: float = 15.0) -> None:
     """Keep the status gauges in step with the read model (every worker reports the same)."""
-    from store.repositories.metrics import sandboxes_by_status
+    from store.repositories.metrics import collaborations_by_status, sandboxes_by_status
 
     while True:
         try:
             async with sessions() as session:
-                counts = await sandboxes_by_status(session)
-            metrics.SANDBOXES.clear()
-            for status, n in counts.items():
-                metrics.SANDBOXES.labels(status).set(n)
+                gauges = [
+                    (metrics.SANDBOXES, await sandboxes_by_status(session)),
+                    (metrics.COLLABORATIONS, await collaborations_by_status(session)),
+                ]
+            for gauge, counts in gauges:
+                gauge.clear()
+                for status, n in counts.items():
+                    gauge.labels(status).set(n)
         except Exception as exc:  # a database blip must not kill the worker
             log.warning("gauge refresh failed: %s", exc)
         await asyncio.sleep(every)

@@ -21,6 +21,9 @@ log = logging.getLogger("aintandem.worker")
 SANDBOXES = Gauge(
     "aintandem_sandbox_sandboxes", "Sandboxes by lifecycle status (read model)", ["status"]
 )
+COLLABORATIONS = Gauge(
+    "aintandem_collaboration_collaborations", "Collaborations by status (read model)", ["status"]
+)
 
 
 def free_port() -> int:

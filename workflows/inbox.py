@@ -81,10 +81,14 @@ class InboxWorkflow:
             )
             self._drop(batch)
             for message_id in outcome.awaiting_reply:
-                # The message's own workflow runs the agent's reply once it is delivered.
-                await workflow.get_external_workflow_handle(message_workflow_id(message_id)).signal(
-                    "delivered"
-                )
+                # The message's own workflow runs the agent's reply once it is delivered; it may
+                # be gone already (its collaboration was cancelled), which is not the inbox's
+                # failure.
+                handle = workflow.get_external_workflow_handle(message_workflow_id(message_id))
+                try:
+                    await handle.signal("delivered")
+                except Exception as exc:
+                    workflow.logger.warning("message %s: reply not started: %s", message_id, exc)
             if (
                 self._signals >= inp.signals_per_run
                 or workflow.info().is_continue_as_new_suggested()

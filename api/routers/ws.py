@@ -33,7 +33,7 @@ from api.services import sandboxes as sandbox_service
 from domain.errors import AuthenticationFailed, ErrorCode, NotFound
 from domain.ids import Prefix, is_valid
 from domain.timeutil import iso, utcnow
-from store.models import Event, User, Workspace
+from store.models import Collaboration, User, Workspace
 from store.repositories import users as users_repo
 
 log = logging.getLogger("aintandem.api.ws")
@@ -61,15 +61,12 @@ async def _owns_sandbox(session: AsyncSession, user: User, sandbox_id: str) -> N
 
 
 async def collaboration_owned(session: AsyncSession, collaboration_id: str, user_id: str) -> bool:
-    """Known and owned. There is no collaborations table yet: a collaboration is the user's when
-    one of its events belongs to one of the user's workspaces."""
     if not is_valid(Prefix.COLLABORATION, collaboration_id):
         return False
     found = await session.scalar(
-        select(Event.id)
-        .join(Workspace, Workspace.id == Event.workspace_id)
-        .where(Event.collaboration_id == collaboration_id, Workspace.owner_id == user_id)
-        .limit(1)
+        select(Collaboration.id)
+        .join(Workspace, Workspace.id == Collaboration.workspace_id)
+        .where(Collaboration.id == collaboration_id, Workspace.owner_id == user_id)
     )
     return found is not None
 

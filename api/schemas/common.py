@@ -36,6 +36,18 @@ Name = Annotated[
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
     AfterValidator(_no_nul),
 ]
+
+
+def trimmed(max_length: int) -> Any:
+    """Free text, surrounding whitespace removed, non-empty after that, no NUL. (Constraints
+    written over `SafeStr` check the length before stripping, so `"   "` would pass.)"""
+    return Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length),
+        AfterValidator(_no_nul),
+    ]
+
+
 Description = Annotated[str, StringConstraints(max_length=500), AfterValidator(_no_nul)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(reject_nul_deep)]
 

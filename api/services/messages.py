@@ -110,7 +110,7 @@ async def signal_inbox(client: Client, settings: Settings, m: Message) -> None:
     )
 
 
-async def _replay(
+async def idempotent_replay(
     session: AsyncSession, user: User, key: str | None, route: str
 ) -> tuple[int, dict[str, Any]] | None:
     if not key:
@@ -134,7 +134,7 @@ async def _replay(
     return stored.status_code, stored.body
 
 
-def _remember(
+def remember_response(
     session: AsyncSession,
     user: User,
     key: str | None,
@@ -173,7 +173,7 @@ async def send(
     idem_key: str | None,
 ) -> tuple[int, dict[str, Any]]:
     route = f"send:{sender.id}"
-    if (replayed := await _replay(session, user, idem_key, route)) is not None:
+    if (replayed := await idempotent_replay(session, user, idem_key, route)) is not None:
         return replayed
     target = await repo.find_sandbox(session, ws.id, body.to_sandbox)
     if target is None:
@@ -210,7 +210,7 @@ async def send(
     data = MessageAccepted(
         message_id=m.id, status=m.status, timestamp=iso(m.created_at) or ""
     ).model_dump()
-    _remember(session, user, idem_key, route, 202, data)
+    remember_response(session, user, idem_key, route, 202, data)
     events.append(
         session,
         channel="messages",
@@ -262,33 +262,8 @@ async def _start_delivery(
     session: AsyncSession, client: Client, settings: Settings, m: Message, *, needs_approval: bool
 ) -> None:
     """Start the message's own workflow (approval wait); undo the request if Temporal refuses."""
-    inp = MessageDeliveryInput(
-        message_id=m.id,
-        workspace_id=m.workspace_id,
-        to_sandbox_id=m.to_sandbox_id,
-        priority=m.priority,
-        attempt=m.attempts,
-        needs_approval=needs_approval,
-        approval_timeout_seconds=settings.message_approval_timeout_seconds,
-        requires_response=m.requires_response,
-        timeout_seconds=m.timeout_seconds,
-        max_wait_seconds=settings.message_max_wait_seconds,
-    )
     try:
-        await client.start_workflow(
-            DELIVERY,
-            inp,
-            id=message_workflow_id(m.id),
-            task_queue=settings.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(sa.WORKSPACE_ID, m.workspace_id),
-                    SearchAttributePair(sa.SANDBOX_ID, m.to_sandbox_id),
-                    SearchAttributePair(sa.MESSAGE_ID, m.id),
-                ]
-            ),
-        )
+        await client.start_workflow(**_delivery_start_args(settings, m, needs_approval))
     except Exception as exc:
         await session.delete(m)
         await session.commit()
@@ -327,7 +302,7 @@ async def broadcast(
     idem_key: str | None,
 ) -> tuple[int, dict[str, Any]]:
     route = f"broadcast:{ws.id}"
-    if (replayed := await _replay(session, user, idem_key, route)) is not None:
+    if (replayed := await idempotent_replay(session, user, idem_key, route)) is not None:
         return replayed
     sender = await repo.find_sandbox(session, ws.id, body.from_sandbox)
     if sender is None:
@@ -367,7 +342,7 @@ async def broadcast(
         message_ids=[m.id for m in messages],
         timestamp=iso(utcnow()) or "",
     ).model_dump()
-    _remember(session, user, idem_key, route, 202, data)
+    remember_response(session, user, idem_key, route, 202, data)
     for m in messages:
         events.append(
             session,

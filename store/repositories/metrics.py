@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from store.models import Event, MetricsSample, Sandbox
+from store.models import Collaboration, Event, MetricsSample, Sandbox
 
 _SQLITE_FORMAT = {
     "minute": "%Y-%m-%dT%H:%M:00Z",
@@ -100,4 +100,11 @@ async def message_events(session: AsyncSession, workspace_id: str, since: dateti
 
 async def sandboxes_by_status(session: AsyncSession) -> dict[str, int]:
     rows = await session.execute(select(Sandbox.status, func.count()).group_by(Sandbox.status))
+    return {status: int(n) for status, n in rows.all()}
+
+
+async def collaborations_by_status(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(
+        select(Collaboration.status, func.count()).group_by(Collaboration.status)
+    )
     return {status: int(n) for status, n in rows.all()}

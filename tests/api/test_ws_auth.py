@@ -35,7 +35,7 @@ from config.settings import Settings
 from domain.ids import Prefix, new_id
 from store import events
 from store.db import create_engine, is_sqlite, session_factory
-from store.models import Sandbox
+from store.models import Collaboration, Sandbox
 from tests.conftest import Account, make_settings, new_account
 
 FRAME_KEYS = {"channel", "event", "data", "timestamp", "id"}
@@ -130,6 +130,23 @@ class Env:
             s.add(Sandbox(id=sid, workspace_id=wid, name=f"sb-{sid[-6:]}"))
             await s.commit()
         return wid, sid
+
+    async def collaboration(self, wid: str, cid: str) -> None:
+        """A collaboration row (the workflow is not needed to authorize its stream)."""
+        async with self.sessions() as s:
+            s.add(
+                Collaboration(
+                    id=cid,
+                    workspace_id=wid,
+                    task="t",
+                    mode="orchestrated",
+                    orchestrator_sandbox_id="sb_x",
+                    orchestrator_agent="a",
+                    timeout_seconds=60,
+                    estimated_duration_seconds=60,
+                )
+            )
+            await s.commit()
 
     async def append(
         self,
@@ -413,7 +430,8 @@ async def test_collaboration_stream_follows_its_events(env: Env) -> None:
     wid, _ = await env.sandbox(owner)
     col = new_id(Prefix.COLLABORATION)
     async with connect(env.url(f"/ws/collaborations/{col}", token=owner.access_token)) as ws:
-        assert await closed_with(ws) == (1008, "collaboration not found")  # nothing known yet
+        assert await closed_with(ws) == (1008, "collaboration not found")  # no such row yet
+    await env.collaboration(wid, col)
     first = await env.append(wid, None, 1, collaboration_id=col)
     for cid in (col, "col_bad"):
         async with connect(env.url(f"/ws/collaborations/{cid}", token=stranger.access_token)) as ws:

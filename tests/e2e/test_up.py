@@ -89,6 +89,7 @@ def test_up_serves_the_api_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
             worker_url = f"http://127.0.0.1:{stack.env['AINTANDEM_WORKER_METRICS_PORT']}/metrics"
             worker_metrics = _families(httpx.get(worker_url).text)
             assert "aintandem_sandbox_sandboxes" in worker_metrics
+            assert "aintandem_collaboration_collaborations" in worker_metrics
             assert any(name.startswith("temporal_") for name in worker_metrics), worker_metrics
     finally:
         code = stack.stop()

@@ -12,7 +12,7 @@ import asyncio
 import json
 import socket
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -71,11 +71,14 @@ class Scripted:
 
 
 class FakeProvider:
-    """OpenAI /v1/chat/completions and Anthropic /v1/messages, answering from a script."""
+    """OpenAI /v1/chat/completions and Anthropic /v1/messages, answering from a script, or
+    from a responder function of the request body when the script is empty (for parallel
+    turns, whose order is not fixed)."""
 
     def __init__(self) -> None:
         self.requests: list[Recorded] = []
         self.script: deque[Scripted] = deque()
+        self.responder: Callable[[dict[str, Any]], Scripted] | None = None
         self.base = ""
         self.app = Starlette(
             routes=[
@@ -87,6 +90,7 @@ class FakeProvider:
     def reset(self) -> None:
         self.requests.clear()
         self.script.clear()
+        self.responder = None
 
     def then(
         self,
@@ -98,14 +102,14 @@ class FakeProvider:
         self.script.append(Scripted(status, body, headers or {}, delay))
 
     async def _handle(self, request: Request) -> JSONResponse:
-        self.requests.append(
-            Recorded(request.url.path, dict(request.headers), await request.json())
-        )
-        step = (
-            self.script.popleft()
-            if self.script
-            else Scripted(500, {"error": {"message": "nothing scripted"}})
-        )
+        body = await request.json()
+        self.requests.append(Recorded(request.url.path, dict(request.headers), body))
+        if self.script:
+            step = self.script.popleft()
+        elif self.responder is not None:
+            step = self.responder(body)
+        else:
+            step = Scripted(500, {"error": {"message": "nothing scripted"}})
         if step.delay:
             await asyncio.sleep(step.delay)
         return JSONResponse(step.body, status_code=step.status, headers=step.headers)

@@ -1,0 +1,352 @@
+"""Collaborations: validate and resolve the team, write the row, start CollaborationWorkflow.
+
+The read model is what the workflow mirrors into `collaborations` (progress, steps, deliverables)
+plus the collaboration's messages; the API never waits on the workflow except for `cancel`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.service import RPCError
+
+from api.schemas.collaborations import (
+    CollaborationAccepted,
+    CollaborationCancelled,
+    CollaborationDetail,
+    CollaborationMessage,
+    OrchestrateRequest,
+)
+from api.services.messages import idempotent_replay, remember_response
+from api.services.sandboxes import temporal_client
+from api.temporal import TemporalGateway
+from config.settings import Settings
+from domain import search_attributes as sa
+from domain.collaboration import (
+    FINISHED,
+    CollaborationInput,
+    CollaborationMode,
+    CollaborationStatus,
+    Participant,
+    Progress,
+)
+from domain.errors import (
+    AuthorizationFailed,
+    DomainError,
+    ErrorCode,
+    NotFound,
+    SandboxNotReady,
+    ServiceUnavailable,
+    ValidationFailed,
+)
+from domain.ids import Prefix, collaboration_workflow_id, is_valid, new_id
+from domain.policy import decide
+from domain.timeutil import as_utc, iso, utcnow
+from store.models import Collaboration, Message, Sandbox, User, Workspace
+from store.repositories import messages as message_repo
+
+COLLABORATION = "Collaboration"
+DEFAULT_TURN_SECONDS = 20  # a turn's duration before the workspace has measured any
+MAX_LISTED_MESSAGES = 500
+
+
+class CollaborationFinished(DomainError):
+    code = ErrorCode.COLLABORATION_FAILED
+
+
+def _field(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(
+        message, {"fields": [{"field": field, "message": message, "location": "body"}]}
+    )
+
+
+def _agents(sb: Sandbox) -> list[dict[str, Any]]:
+    cfg = sb.agent_config or {}
+    return [a for a in [cfg.get("primary_agent") or {}, *(cfg.get("sub_agents") or [])] if a]
+
+
+def _participant(sb: Sandbox, agent: dict[str, Any] | None = None) -> Participant:
+    agent = agent or _agents(sb)[0]
+    return Participant(sb.id, sb.name, str(agent.get("name")), str(agent.get("role") or ""))
+
+
+async def _team(session: AsyncSession, ws: Workspace, refs: list[str]) -> list[Sandbox]:
+    team: list[Sandbox] = []
+    for ref in refs:
+        sb = await message_repo.find_sandbox(session, ws.id, ref)
+        if sb is None:
+            raise NotFound("sandbox", ref)
+        if any(s.id == sb.id for s in team):
+            raise _field("participants", f"{ref!r} names a sandbox listed twice ({sb.name})")
+        team.append(sb)
+    return team
+
+
+async def _orchestrator(
+    session: AsyncSession, ws: Workspace, team: list[Sandbox], ref: str | None
+) -> tuple[Sandbox, Participant]:
+    """An agent of a participant by name, else a sandbox's primary agent by sandbox name/id."""
+    if ref is None:
+        return team[0], _participant(team[0])
+    for sb in team:
+        for agent in _agents(sb):
+            if agent.get("name") == ref:
+                return sb, _participant(sb, agent)
+    sb = await message_repo.find_sandbox(session, ws.id, ref)
+    if sb is not None:
+        return sb, _participant(sb)
+    raise _field("orchestrator", f"no agent or sandbox named {ref!r} in this workspace")
+
+
+def _check_policy(ws: Workspace, pairs: list[tuple[Sandbox, Sandbox]]) -> None:
+    """Every sender → recipient pair the mode will use must be allowed (approval is allowed:
+    the step then waits for the owner)."""
+    for frm, to in pairs:
+        decision = decide(ws.collaboration_policy, frm.name, to.name, "request")
+        if not decision.allowed:
+            raise AuthorizationFailed(decision.reason, {"from": frm.name, "to": to.name})
+
+
+def _pairs(mode: str, orch: Sandbox, team: list[Sandbox]) -> list[tuple[Sandbox, Sandbox]]:
+    if mode == CollaborationMode.PEER_TO_PEER:
+        return [(team[i - 1], sb) for i, sb in enumerate(team)]
+    return [(orch, sb) for sb in team] + [(orch, orch)]
+
+
+async def _turn_seconds(session: AsyncSession, workspace_id: str) -> float:
+    """The workspace's measured delivered → responded time of recent replies."""
+    rows = (
+        await session.execute(
+            select(Message.delivered_at, Message.responded_at)
+            .where(
+                Message.workspace_id == workspace_id,
+                Message.responded_at.is_not(None),
+                Message.delivered_at.is_not(None),
+            )
+            .order_by(Message.responded_at.desc())
+            .limit(50)
+        )
+    ).all()
+    spans = [(as_utc(r) - as_utc(d)).total_seconds() for d, r in rows]
+    return sum(spans) / len(spans) if spans else DEFAULT_TURN_SECONDS
+
+
+def _expected_turns(body: OrchestrateRequest, team_size: int) -> int:
+    """Sequential turns in the worst case (parallel turns count once)."""
+    if body.collaboration_mode == CollaborationMode.PEER_TO_PEER:
+        return body.max_turns or 2 * team_size
+    if body.collaboration_mode == CollaborationMode.SWARM:
+        return 2
+    return 2 + max(1, math.ceil(len(body.deliverables or [None] * team_size) / team_size))
+
+
+async def orchestrate(
+    session: AsyncSession,
+    temporal: TemporalGateway,
+    settings: Settings,
+    user: User,
+    ws: Workspace,
+    body: OrchestrateRequest,
+    idem_key: str | None,
+) -> tuple[int, dict[str, Any]]:
+    route = f"orchestrate:{ws.id}"
+    if (replayed := await idempotent_replay(session, user, idem_key, route)) is not None:
+        return replayed
+    team = await _team(session, ws, body.participants)
+    orch_sb, orch = await _orchestrator(session, ws, team, body.orchestrator)
+    for sb in [*team, orch_sb]:
+        if sb.status != "running":
+            raise SandboxNotReady(
+                f"sandbox {sb.name} is {sb.status}; every participant must be running",
+                {"sandbox_id": sb.id, "status": sb.status},
+            )
+    _check_policy(ws, _pairs(body.collaboration_mode, orch_sb, team))
+    client = await temporal_client(temporal)
+    participants = [_participant(sb) for sb in team]
+    estimate = min(
+        body.timeout,
+        math.ceil(_expected_turns(body, len(team)) * await _turn_seconds(session, ws.id)),
+    )
+    row = Collaboration(
+        id=new_id(Prefix.COLLABORATION),
+        workspace_id=ws.id,
+        task=body.task,
+        mode=body.collaboration_mode,
+        orchestrator_sandbox_id=orch.sandbox_id,
+        orchestrator_agent=orch.agent,
+        participants=[asdict(x) for x in participants],
+        requested_deliverables=list(body.deliverables),
+        timeout_seconds=body.timeout,
+        estimated_duration_seconds=estimate,
+        status=CollaborationStatus.INITIALIZING,
+        progress=asdict(
+            Progress(
+                participants={
+                    x.sandbox_id: {"name": x.name, "status": "idle", "messages_exchanged": 0}
+                    for x in participants
+                }
+            )
+        ),
+    )
+    session.add(row)
+    await session.flush()
+    data = CollaborationAccepted(
+        collaboration_id=row.id,
+        status="initializing",
+        collaboration_mode=body.collaboration_mode,
+        participants=[x.sandbox_id for x in participants],
+        orchestrator={"sandbox_id": orch.sandbox_id, "agent": orch.agent},
+        estimated_duration_seconds=estimate,
+    ).model_dump()
+    remember_response(session, user, idem_key, route, 202, data)
+    await session.commit()
+    inp = CollaborationInput(
+        collaboration_id=row.id,
+        workspace_id=ws.id,
+        task=body.task,
+        mode=body.collaboration_mode,
+        participants=participants,
+        orchestrator=orch,
+        deliverables=list(body.deliverables),
+        timeout_seconds=body.timeout,
+        max_turns=body.max_turns or 0,
+        max_wait_seconds=settings.message_max_wait_seconds,
+        approval_timeout_seconds=settings.message_approval_timeout_seconds,
+    )
+    try:
+        await client.start_workflow(
+            COLLABORATION,
+            inp,
+            id=collaboration_workflow_id(row.id),
+            task_queue=settings.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            # Temporal's own limit sits above ours, so our timeout ends it cleanly first.
+            execution_timeout=timedelta(seconds=body.timeout + 600),
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(sa.WORKSPACE_ID, ws.id),
+                    SearchAttributePair(sa.COLLABORATION_ID, row.id),
+                ]
+            ),
+            memo={"task": body.task[:500], "mode": body.collaboration_mode},
+        )
+    except Exception as exc:
+        await session.delete(row)
+        await session.commit()
+        raise ServiceUnavailable(
+            "Could not start the collaboration (Temporal unavailable)"
+        ) from exc
+    return 202, data
+
+
+async def get_owned(session: AsyncSession, collaboration_id: str, user: User) -> Collaboration:
+    if not is_valid(Prefix.COLLABORATION, collaboration_id):
+        raise NotFound("collaboration", collaboration_id)
+    row = await session.scalar(
+        select(Collaboration)
+        .join(Workspace, Workspace.id == Collaboration.workspace_id)
+        .where(Collaboration.id == collaboration_id, Workspace.owner_id == user.id)
+    )
+    if row is None:
+        raise NotFound("collaboration", collaboration_id)
+    return row
+
+
+def _estimated_completion(c: Collaboration) -> str | None:
+    """From the pace so far once there is progress, else from the estimate at the start."""
+    if c.status in FINISHED:
+        return None
+    pct = int((c.progress or {}).get("percentage") or 0)
+    if c.started_at is not None and pct > 0:
+        started = as_utc(c.started_at)
+        elapsed = (utcnow() - started).total_seconds()
+        return iso(started + timedelta(seconds=elapsed * 100 / pct))
+    return iso(as_utc(c.created_at) + timedelta(seconds=c.estimated_duration_seconds))
+
+
+async def detail(session: AsyncSession, c: Collaboration) -> CollaborationDetail:
+    messages = list(
+        await session.scalars(
+            select(Message)
+            .where(Message.collaboration_id == c.id)
+            .order_by(Message.created_at, Message.id)
+            .limit(MAX_LISTED_MESSAGES)
+        )
+    )
+    progress = c.progress or {}
+    states = progress.get("participants") or {}
+    participants = [
+        {**p, **{k: v for k, v in states.get(p["sandbox_id"], {}).items() if k != "name"}}
+        for p in c.participants
+    ]
+    for p in participants:
+        p.setdefault("status", "idle")
+        p.setdefault("messages_exchanged", 0)
+    return CollaborationDetail(
+        collaboration_id=c.id,
+        workspace_id=c.workspace_id,
+        task=c.task,
+        collaboration_mode=c.mode,  # type: ignore[arg-type]
+        orchestrator={"sandbox_id": c.orchestrator_sandbox_id, "agent": c.orchestrator_agent},
+        status=c.status,  # type: ignore[arg-type]
+        progress={
+            "percentage": progress.get("percentage", 0),
+            "current_step": progress.get("current_step"),
+            "completed_steps": progress.get("completed_steps", []),
+            "remaining_steps": progress.get("remaining_steps", []),
+        },
+        participants=participants,
+        steps=c.steps or [],
+        messages=[
+            CollaborationMessage(
+                message_id=m.id,
+                from_=m.from_sandbox_id,
+                to=m.to_sandbox_id,
+                from_agent=m.from_agent,
+                to_agent=m.to_agent,
+                message_type=m.message_type,
+                status=m.status,
+                step=(m.content or {}).get("step"),
+                content=m.content or {},
+                timestamp=iso(m.created_at) or "",
+            )
+            for m in messages
+        ],
+        deliverables=c.deliverables or {},
+        result=c.result,
+        error=c.error,
+        timeout=c.timeout_seconds,
+        created_at=iso(c.created_at) or "",
+        started_at=iso(c.started_at),
+        estimated_completion=_estimated_completion(c),
+        completed_at=iso(c.completed_at),
+    )
+
+
+async def cancel(
+    temporal: TemporalGateway, c: Collaboration, reason: str | None
+) -> CollaborationCancelled:
+    if c.status in FINISHED:
+        raise CollaborationFinished(
+            f"the collaboration is already {c.status}", {"status": c.status}
+        )
+    client = await temporal_client(temporal)
+    handle = client.get_workflow_handle(collaboration_workflow_id(c.id))
+    try:
+        status = await handle.execute_update(
+            "cancel", reason or "cancelled by the workspace owner", result_type=str
+        )
+    except WorkflowUpdateFailedError as exc:
+        raise CollaborationFinished(
+            "the collaboration has already finished", {"status": c.status}
+        ) from exc
+    except RPCError as exc:
+        raise ServiceUnavailable("Temporal is unavailable; try again shortly") from exc
+    return CollaborationCancelled(collaboration_id=c.id, status=status)  # type: ignore[arg-type]
