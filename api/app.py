@@ -16,7 +16,17 @@ from api.envelope import ErrorEnvelope
 from api.events_bus import EventBus
 from api.middleware import RequestContextMiddleware
 from api.ratelimit import RateLimiter
-from api.routers import agents, auth, messages, monitoring, sandboxes, system, workspaces, ws
+from api.routers import (
+    agents,
+    auth,
+    collaborations,
+    messages,
+    monitoring,
+    sandboxes,
+    system,
+    workspaces,
+    ws,
+)
 from api.security import TokenService
 from api.temporal import TemporalGateway
 from config.settings import API_PREFIX, VERSION, Settings, get_settings
@@ -81,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         messages.router,
         monitoring.router,
         agents.router,
+        collaborations.router,
         system.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
