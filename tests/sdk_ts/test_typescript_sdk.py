@@ -73,15 +73,13 @@ def test_typescript_sdk_against_the_live_stack(built_sdk: Path, stack: Stack) ->
         timeout=1500,
     )
     summary = [line for line in result.stdout.splitlines() if line.startswith("# ")]
+    skipped = [ln.strip() for ln in result.stdout.splitlines() if "# SKIP" in ln or "# TODO" in ln]
+    print("\n".join(["node --test:", *summary, *skipped]))  # shown with -rP / on failure
     assert result.returncode == 0, (
         f"node --test failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}\n"
         f"stack log: {stack.log}"
     )
     # A suite that silently skipped everything (no base URL, say) is not a pass.
-    counts = dict(
-        line[2:].split(" ", 1)
-        for line in summary
-        if line[2:].split(" ", 1)[0] in {"pass", "fail", "skipped"}
-    )
-    assert int(counts.get("pass", "0")) > 0, result.stdout
-    assert int(counts.get("fail", "0")) == 0, result.stdout
+    counts = dict(line[2:].split(" ", 1) for line in summary if " " in line[2:])
+    assert int(counts.get("pass", "0")) >= 20, result.stdout
+    assert int(counts.get("fail", "1")) == 0, result.stdout
