@@ -13,6 +13,7 @@ other operation is fuzzed with (tests/api/test_auth.py covers it).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,7 +143,7 @@ class Fuzzed:
 
 
 @pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Fuzzed:
+def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzzed]:
     data_dir = tmp_path_factory.mktemp("fuzz")
     db_file = data_dir / "fuzz.db"
     url = f"sqlite+aiosqlite:///{db_file}"
@@ -150,7 +151,12 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Fuzzed:
     app = create_app(make_settings(url, data_dir, max_workspaces=1000))
     schema = schemathesis.openapi.from_asgi(OPENAPI, app)
     headers, ids = _seed(app, db_file)
-    return Fuzzed(schema, headers, ids, Sampler(app.openapi()))
+    yield Fuzzed(schema, headers, ids, Sampler(app.openapi()))
+    # The app's lifespan (its event-bus poller) runs in schemathesis' portal thread: stop it now
+    # rather than at interpreter exit.
+    from schemathesis.python.asgi import shutdown_lifespans
+
+    shutdown_lifespans()
 
 
 def no_server_error(ctx: CheckContext, response: Any, case: Any) -> bool | None:
