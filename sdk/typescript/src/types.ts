@@ -704,7 +704,9 @@ export interface CollaborationData {
 /** @schema CollaborationCancelled */
 export interface CollaborationCancelled {
   collaboration_id: string;
+  /** `cancelled`, or still `in_progress` when its steps take a while to stop (watch it). */
   status: CollaborationStatus;
+  cancel_requested: boolean;
 }
 
 // -- system --------------------------------------------------------------------------------------

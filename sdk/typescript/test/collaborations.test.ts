@@ -46,9 +46,10 @@ describe('collaborations', { skip: SKIP, timeout: 600_000 }, () => {
       timeout: 300,
       deliverables: ['frontend_components', 'backend_api'],
     });
-    // At once, before the first step's agent turn starts (see the todo test below).
+    // At once, before the first step's agent turn starts.
     const answer = await collaboration.cancel('enough for a test');
     assert.equal(answer.collaboration_id, collaboration.id);
+    assert.equal(answer.cancel_requested, true);
     assert.match(collaboration.id, /^col_[a-z0-9]{10}$/);
     assert.equal(collaboration.accepted.status, 'initializing');
     assert.deepEqual([...collaboration.accepted.participants].sort(), [a.id, b.id].sort());
@@ -107,25 +108,25 @@ describe('collaborations', { skip: SKIP, timeout: 600_000 }, () => {
     assert.equal(pollStatus, final.status);
   });
 
-  it(
-    'cancel while a step is running answers promptly',
-    { todo: 'server bug: POST /collaborations/{id}/cancel hangs (> 300 s) once an agent turn is running' },
-    async () => {
-      const collaboration = await client.collaborations.orchestrate(workspace.id, {
-        task: 'Design a login form and its API',
-        participants: ['frontend-team', 'backend-team'],
-        collaboration_mode: 'orchestrated',
-        timeout: 60,
-      });
-      const quick = new AInTandemClient({ baseUrl: client.baseUrl, apiKey: client.auth.accessToken!, timeoutMs: 15_000, maxRetries: 0 });
-      for (;;) {
-        const now = await collaboration.get();
-        if (now.messages.some((m) => m.status === 'delivered')) break;
-        await new Promise((r) => setTimeout(r, 300));
-      }
-      assert.equal((await quick.collaborations.cancel(collaboration.id)).status, 'cancelled');
-    },
-  );
+  it('cancel while a step is running answers promptly; the collaboration ends cancelled', async () => {
+    const collaboration = await client.collaborations.orchestrate(workspace.id, {
+      task: 'Design a login form and its API',
+      participants: ['frontend-team', 'backend-team'],
+      collaboration_mode: 'orchestrated',
+      timeout: 120,
+    });
+    const quick = new AInTandemClient({ baseUrl: client.baseUrl, apiKey: client.auth.accessToken!, timeoutMs: 20_000, maxRetries: 0 });
+    for (;;) {
+      const now = await collaboration.get();
+      if (now.messages.some((m) => m.status === 'delivered')) break; // an agent turn is running
+      assert.equal(now.completed_at, null, 'finished before its first turn');
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    const answer = await quick.collaborations.cancel(collaboration.id, 'mid-step');
+    assert.equal(answer.cancel_requested, true);
+    assert.ok(['cancelled', 'in_progress'].includes(answer.status), answer.status);
+    assert.equal((await collaboration.wait({ timeoutMs: 180_000 })).status, 'cancelled');
+  });
 
   it('typed errors: unknown collaboration, invalid request', async () => {
     await assert.rejects(client.collaborations.get('col_0000000000'), ResourceNotFoundError);

@@ -178,6 +178,38 @@ describe('sandboxes', { skip: NO_STACK, timeout: 600_000 }, () => {
     assert.deepEqual(invalid.fields.map((f) => f.field), ['priority']);
   });
 
+  it('approve, deny and retry under a policy that asks for approval', async () => {
+    await client.workspaces.updateConfig(workspace.id, {
+      collaboration_policy: {
+        mode: 'allow_all',
+        rules: [{ from: 'frontend-team', to: 'backend-team', message_types: ['command'], approval_required: true }],
+      },
+    });
+    try {
+      const held = await frontend.sendMessage('backend-team', { run: 'deploy' }, { message_type: 'command' });
+      await eventually(async () => (await client.messages.get(held.message_id)).status === 'pending_approval', 30_000, 'pending_approval');
+      const approved = await client.messages.approve(held.message_id, 'looks fine');
+      assertDeclaredShape('MessageDecision', approved);
+      assert.equal(approved.message_id, held.message_id);
+      await eventually(async () => (await client.messages.get(held.message_id)).status === 'delivered', 60_000, 'delivery after approval');
+
+      const refused = await frontend.sendMessage('backend-team', { run: 'drop tables' }, { message_type: 'command' });
+      await eventually(async () => (await client.messages.get(refused.message_id)).status === 'pending_approval', 30_000, 'pending_approval');
+      assertDeclaredShape('MessageDecision', await client.messages.deny(refused.message_id, 'no'));
+      const failed = await eventually(async () => {
+        const m = await client.messages.get(refused.message_id);
+        return m.status === 'failed' && m;
+      }, 60_000, 'failed after deny');
+      assert.ok(failed.status_reason);
+
+      const retried = await client.messages.retry(refused.message_id);
+      assertDeclaredShape('MessageRetried', retried);
+      assert.equal(retried.message_id, refused.message_id);
+    } finally {
+      await client.workspaces.updateConfig(workspace.id, { collaboration_policy: { mode: 'allow_all', rules: [] } });
+    }
+  });
+
   it('stop, start, restart, delete through the Sandbox object', async () => {
     const stopping = await backend.stop();
     assert.equal(stopping.sandbox_id, backend.id);
