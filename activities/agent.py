@@ -109,7 +109,7 @@ class AgentActivities:
                         ),
                     )
                 ],
-                tools=list(SANDBOX_TOOLS),
+                tools=list(SANDBOX_TOOLS) if (m.content or {}).get("tools", True) else [],
             )
             return AgentTurnPlan(
                 message_id=m.id,

@@ -83,6 +83,7 @@ class CollaborationActivities:
                     "text": step.text,
                     "collaboration_id": step.collaboration_id,
                     "step": step.step,
+                    "tools": step.tools,
                 },
                 priority=5,
                 requires_response=True,
@@ -156,7 +157,11 @@ class CollaborationActivities:
         assert row.status in FINISHED
         reason = f"collaboration {row.status}"
         open_messages = await session.scalars(
-            select(Message).where(Message.collaboration_id == row.id, Message.status.in_(OPEN))
+            select(Message).where(
+                Message.collaboration_id == row.id,
+                Message.requires_response.is_(True),  # the step requests, not the replies
+                Message.status.in_(OPEN),
+            )
         )
         for m in open_messages:
             m.status, m.status_reason, m.failed_at = MessageStatus.FAILED, reason, now

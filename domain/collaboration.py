@@ -286,6 +286,9 @@ class StepMessage:
     to_agent: str
     text: str
     timeout_seconds: int
+    # Planning, integrating and voting need no sandbox tools; without them small models answer
+    # in one call instead of wandering through tool calls.
+    tools: bool = True
 
 
 @dataclass(frozen=True)

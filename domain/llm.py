@@ -52,6 +52,9 @@ DEFAULT_MODELS: dict[str, str] = {
 
 DEFAULT_MAX_TOKENS = 1024
 DEFAULT_TIMEOUT_SECONDS = 120.0
+# The offline model runs on the worker's CPU: a full 512-token answer takes minutes on a
+# loaded 2-core machine, and a timed-out call only starts the same work again.
+OFFLINE_TIMEOUT_SECONDS = 600.0
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -187,7 +190,7 @@ def offline_provider(
     *,
     max_tokens: int = 512,
     temperature: float | None = 0.0,
-    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    timeout_seconds: float = OFFLINE_TIMEOUT_SECONDS,
 ) -> LLMProviderConfig:
     """The provider for a workspace that configures none: the worker's local model. It names
     no URL: the port changes when a worker restarts and each worker runs its own server, so

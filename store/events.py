@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from domain.timeutil import utcnow
 from store.models import Event
 
 
@@ -31,6 +32,14 @@ def append(
     )
     session.add(row)
     return row
+
+
+async def append_many(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Stage many events with one multi-row INSERT (no ORM objects) in the caller's
+    transaction; each row holds `append`'s keyword arguments."""
+    if rows:
+        now = utcnow()
+        await session.execute(insert(Event), [{"created_at": now, **r} for r in rows])
 
 
 async def after(

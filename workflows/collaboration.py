@@ -191,7 +191,9 @@ class CollaborationWorkflow:
         plan: list[PlanStep] | None = None
         feedback = None
         for _ in range(PLAN_ATTEMPTS):
-            text = await self._step("task_breakdown", orch, orch, prompts.plan(inp, feedback))
+            text = await self._step(
+                "task_breakdown", orch, orch, prompts.plan(inp, feedback), tools=False
+            )
             try:
                 plan = parse_plan(text, inp.participants, inp.deliverables)
                 source = "orchestrator"
@@ -245,7 +247,7 @@ class CollaborationWorkflow:
                 self._progress.advance(10 + weighted_percentage([(80, len(outputs), len(plan))]))
                 await self._record("step_completed", {"step": sid, "deliverable": s.deliverable})
         summary = await self._step(
-            "integration", orch, orch, prompts.integrate(inp.task, self._deliverables)
+            "integration", orch, orch, prompts.integrate(inp.task, self._deliverables), tools=False
         )
         self._result = {"summary": summary, "plan_source": source, "steps": len(plan)}
         self._complete("integration")
@@ -296,7 +298,10 @@ class CollaborationWorkflow:
         )
         proposals = [(x.name, t) for x, t in zip(team, texts, strict=True)]
         ballots = await self._all(
-            [self._step(f"vote_{x.name}", x, orch, prompts.vote(inp, proposals)) for x in team],
+            [
+                self._step(f"vote_{x.name}", x, orch, prompts.vote(inp, proposals), tools=False)
+                for x in team
+            ],
             lambda n: 45 + weighted_percentage([(45, n, len(team))]),
         )
         votes = {x.sandbox_id: parse_vote(b, len(team)) for x, b in zip(team, ballots, strict=True)}
@@ -338,7 +343,9 @@ class CollaborationWorkflow:
 
     # -- one turn: a message with requires_response, as a child delivery --------------------------
 
-    async def _step(self, name: str, to: Participant, frm: Participant, text: str) -> str:
+    async def _step(
+        self, name: str, to: Participant, frm: Participant, text: str, *, tools: bool = True
+    ) -> str:
         rec = self._steps.setdefault(
             name,
             {
@@ -359,7 +366,7 @@ class CollaborationWorkflow:
         reason = "no attempt"
         for _ in range(STEP_ATTEMPTS):
             rec["attempts"] += 1
-            reply = await self._ask(name, to, frm, text, rec)
+            reply = await self._ask(name, to, frm, text, rec, tools)
             if reply.text is not None:
                 rec["status"], rec["output"], rec["error"] = "completed", reply.text, None
                 self._count(frm, to)
@@ -373,7 +380,13 @@ class CollaborationWorkflow:
         raise StepFailed(f"step {name} ({to.name}) failed after {STEP_ATTEMPTS} attempts: {reason}")
 
     async def _ask(
-        self, name: str, to: Participant, frm: Participant, text: str, rec: dict[str, Any]
+        self,
+        name: str,
+        to: Participant,
+        frm: Participant,
+        text: str,
+        rec: dict[str, Any],
+        tools: bool,
     ) -> StepReply:
         inp = self._inp
         message_id = new_id(Prefix.MESSAGE, workflow.random())
@@ -394,6 +407,7 @@ class CollaborationWorkflow:
                 to.agent,
                 text,
                 timeout,
+                tools,
             ),
             start_to_close_timeout=p.STORE_TIMEOUT,
             retry_policy=p.STORE_RETRY,

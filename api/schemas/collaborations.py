@@ -129,4 +129,8 @@ class CancelRequest(RequestModel):
 
 class CollaborationCancelled(BaseModel):
     collaboration_id: str
-    status: Status
+    status: Status = Field(
+        description="cancelled, or still in_progress when its steps take longer than a few "
+        "seconds to stop (the cancel goes on; watch the collaboration)"
+    )
+    cancel_requested: bool

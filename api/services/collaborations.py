@@ -6,6 +6,7 @@ plus the collaboration's messages; the API never waits on the workflow except fo
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import asdict
 from datetime import timedelta
@@ -13,7 +14,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateStage
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
@@ -55,6 +56,7 @@ from store.repositories import messages as message_repo
 COLLABORATION = "Collaboration"
 DEFAULT_TURN_SECONDS = 20  # a turn's duration before the workspace has measured any
 MAX_LISTED_MESSAGES = 500
+CANCEL_WAIT_SECONDS = 10.0
 
 
 class CollaborationFinished(DomainError):
@@ -340,13 +342,20 @@ async def cancel(
     client = await temporal_client(temporal)
     handle = client.get_workflow_handle(collaboration_workflow_id(c.id))
     try:
-        status = await handle.execute_update(
-            "cancel", reason or "cancelled by the workspace owner", result_type=str
+        update = await handle.start_update(
+            "cancel",
+            reason or "cancelled by the workspace owner",
+            wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+            result_type=str,
         )
+        # Usually done in a moment; a step that is slow to stop must not hold the request.
+        status = await asyncio.wait_for(update.result(), CANCEL_WAIT_SECONDS)
+    except TimeoutError:
+        return CollaborationCancelled(collaboration_id=c.id, status=c.status, cancel_requested=True)  # type: ignore[arg-type]
     except WorkflowUpdateFailedError as exc:
         raise CollaborationFinished(
             "the collaboration has already finished", {"status": c.status}
         ) from exc
     except RPCError as exc:
         raise ServiceUnavailable("Temporal is unavailable; try again shortly") from exc
-    return CollaborationCancelled(collaboration_id=c.id, status=status)  # type: ignore[arg-type]
+    return CollaborationCancelled(collaboration_id=c.id, status=status, cancel_requested=True)  # type: ignore[arg-type]

@@ -290,16 +290,21 @@ class Sandbox:
         self.info.status = result.status
         return result
 
-    async def start(self) -> LifecycleResult:
-        """Start the sandbox (202). Idempotent: a sandbox that is already running or on its
-        way up (provisioning, starting, restarting) is left as it is and its status returned."""
+    async def start(self, *, wait: bool = True, timeout: float = 120.0) -> LifecycleResult:
+        """Start the sandbox and, unless `wait=False`, return once it is running (so the next
+        line can message it or put it in a collaboration). Idempotent: a sandbox already
+        running or on its way up (provisioning, starting, restarting) is not started again."""
         try:
-            return await self._lifecycle("start")
+            result = await self._lifecycle("start")
         except SandboxNotReady:
             await self.refresh()
-            if self.info.status in SANDBOX_COMING_UP:
-                return LifecycleResult(sandbox_id=self.id, status=self.info.status or "")
-            raise
+            if self.info.status not in SANDBOX_COMING_UP:
+                raise
+            result = LifecycleResult(sandbox_id=self.id, status=self.info.status or "")
+        if wait:
+            await self.wait_until("running", timeout=timeout)
+            result = LifecycleResult(sandbox_id=self.id, status=self.info.status or "running")
+        return result
 
     async def stop(self) -> LifecycleResult:
         return await self._lifecycle("stop")

@@ -1,0 +1,106 @@
+"""Issue #5's "done when", as a user would do it: a fresh `aintandem up`, no API key anywhere,
+three sandboxes, `orchestrate` → a completed collaboration whose progress moved through real
+steps and whose deliverables came from the participants' agents (the real offline model)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.live_stack import Stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.docker]
+
+TEAM = {"frontend-team": "fe-lead", "backend-team": "be-lead", "security-team": "sec-lead"}
+
+
+def _poll(fetch: Any, done: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = fetch()
+        if done(value):
+            return value
+        time.sleep(1.0)
+    raise AssertionError(f"timed out waiting for {what}: {value}")
+
+
+def test_three_sandboxes_collaborate_with_the_offline_model(tmp_path: Path) -> None:
+    limits = ("AUTH_PER_MINUTE", "WORKSPACE_PER_HOUR", "SANDBOX_PER_HOUR", "MESSAGE_PER_HOUR")
+    stack = Stack(tmp_path / "data", **{f"AINTANDEM_RATE_LIMIT_{k}": "100000" for k in limits})
+    stack.start()
+    try:
+        with httpx.Client(base_url=stack.api_url, timeout=30) as c:
+            creds = {"email": "team@example.com", "password": "password123"}
+            assert c.post("/auth/register", json={**creds, "name": "T"}).status_code == 201
+            token = c.post("/auth/login", json=creds).json()["data"]["access_token"]
+            c.headers["authorization"] = f"Bearer {token}"
+            wid = c.post("/workspaces", json={"name": "offline"}).json()["data"]["workspace_id"]
+            ids = {}
+            for name, agent in TEAM.items():
+                r = c.post(
+                    f"/workspaces/{wid}/sandboxes",
+                    json={
+                        "name": name,
+                        "agent_config": {"primary_agent": {"name": agent, "role": name}},
+                        "resources": {"memory_mb": 256},
+                    },
+                )
+                assert r.status_code == 201, r.text
+                ids[name] = r.json()["data"]["sandbox_id"]
+            for sid in ids.values():
+                _poll(
+                    lambda sid=sid: c.get(f"/sandboxes/{sid}").json()["data"]["status"],
+                    lambda s: s == "running",
+                    120,
+                    f"{sid} running",
+                )
+            r = c.post(
+                f"/workspaces/{wid}/collaboration/orchestrate",
+                json={
+                    "task": "Write a one-line welcome message for new users of our app",
+                    "participants": list(TEAM),
+                    "deliverables": ["welcome_message", "review"],
+                    "timeout": 900,
+                },
+            )
+            assert r.status_code == 202, r.text
+            cid = r.json()["data"]["collaboration_id"]
+            seen: list[int] = []
+
+            def fetch() -> dict[str, Any]:
+                r = c.get(f"/collaborations/{cid}")
+                assert r.status_code == 200, r.text
+                d = dict(r.json()["data"])
+                seen.append(d["progress"]["percentage"])
+                return d
+
+            d = _poll(
+                fetch,
+                lambda d: d["status"] in ("completed", "failed", "cancelled"),
+                960,
+                "the collaboration to finish",
+            )
+            steps = [(s["step"], s["status"], s["attempts"], s["error"]) for s in d["steps"]]
+            assert d["status"] == "completed", (d["error"], d["progress"], steps)
+            assert seen == sorted(seen) and seen[-1] == 100
+            assert len(set(seen)) >= 3, seen  # progress moved through the steps
+            assert set(d["deliverables"]) == {"welcome_message", "review"}
+            assert all(text.strip() for text in d["deliverables"].values())
+            assert d["result"]["summary"].strip()
+            replies = {m["message_id"]: m for m in d["messages"] if m["message_type"] == "response"}
+            assert replies and all(m["content"]["provider"] == "offline" for m in replies.values())
+            # Each deliverable step was answered by its assignee's agent, in its sandbox.
+            by_sandbox = {v: k for k, v in ids.items()}
+            for step in d["steps"]:
+                if step["step"] in ("task_breakdown", "integration"):
+                    continue
+                answer = c.get(f"/messages/{step['message_ids'][-1]}").json()["data"]
+                assert answer["status"] == "responded", answer
+                assert answer["response"]["from_agent"] == TEAM[by_sandbox[step["assignee"]]]
+    finally:
+        assert stack.stop() == 0
