@@ -6,7 +6,6 @@ plus the collaboration's messages; the API never waits on the workflow except fo
 
 from __future__ import annotations
 
-import asyncio
 import math
 from dataclasses import asdict
 from datetime import timedelta
@@ -14,7 +13,11 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateStage
+from temporalio.client import (
+    WorkflowUpdateFailedError,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
+    WorkflowUpdateStage,
+)
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.service import RPCError
 
@@ -349,8 +352,8 @@ async def cancel(
             result_type=str,
         )
         # Usually done in a moment; a step that is slow to stop must not hold the request.
-        status = await asyncio.wait_for(update.result(), CANCEL_WAIT_SECONDS)
-    except TimeoutError:
+        status = await update.result(rpc_timeout=timedelta(seconds=CANCEL_WAIT_SECONDS))
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
         return CollaborationCancelled(collaboration_id=c.id, status=c.status, cancel_requested=True)  # type: ignore[arg-type]
     except WorkflowUpdateFailedError as exc:
         raise CollaborationFinished(

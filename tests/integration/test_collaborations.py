@@ -19,6 +19,7 @@ from sqlalchemy import select
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.worker import Replayer
 
+from api.services import collaborations as collaboration_service
 from domain.collaboration import DONE_MARKER
 from domain.ids import collaboration_workflow_id, message_workflow_id
 from store.db import create_engine, session_factory
@@ -443,6 +444,31 @@ async def test_cancel_stops_it_and_every_step_in_flight(
         f"/api/v1/collaborations/{cid}/cancel", headers=team.acc.headers
     )
     assert again.status_code == 409 and again.json()["error"]["code"] == "COLLABORATION_FAILED"
+
+
+async def test_a_cancel_that_takes_long_answers_202_and_still_cancels(
+    stack: Stack, team: Team, fake_server: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_server.reset()
+    fake_server.responder = orchestrated_script(slow=lambda s: 120.0)
+    cid = await orchestrate(stack, team)
+    await eventually(
+        lambda: get(stack, team, cid),
+        lambda d: d["progress"]["current_step"] == "api",
+        60,
+        "the first step to start",
+    )
+    # The request waits this long for the steps to stop, then answers with the status so far.
+    monkeypatch.setattr(collaboration_service, "CANCEL_WAIT_SECONDS", 0.001)
+    r = await stack.client.post(f"/api/v1/collaborations/{cid}/cancel", headers=team.acc.headers)
+    assert r.status_code == 202, r.text
+    assert r.json()["data"] == {
+        "collaboration_id": cid,
+        "status": "in_progress",
+        "cancel_requested": True,
+    }
+    d = await finished(stack, team, cid, timeout=30)
+    assert d["status"] == "cancelled"
 
 
 async def _children_closed(stack: Stack, messages: list[dict[str, Any]]) -> None:
