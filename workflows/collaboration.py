@@ -28,7 +28,12 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+)
 
 with workflow.unsafe.imports_passed_through():
     from domain import collaboration_prompts as prompts
@@ -229,7 +234,7 @@ class CollaborationWorkflow:
                 inputs = {d: outputs[d] for d in s.depends_on}
                 text = prompts.step(inp.task, s, inputs)
                 running[s.id] = asyncio.create_task(self._step(s.id, by_id[s.assignee], orch, text))
-            done, _ = await workflow.wait(running.values(), return_when=asyncio.FIRST_COMPLETED)
+            done = await self._first_done(running.values())
             for sid, task in list(running.items()):
                 if task not in done:
                     continue
@@ -324,15 +329,27 @@ class CollaborationWorkflow:
     async def _all(self, turns: list[Any], percent: Any) -> list[str]:
         """Run turns in parallel; any failure cancels the rest and fails the collaboration."""
         tasks = [asyncio.create_task(t) for t in turns]
-        pending = set(tasks)
+        pending = list(tasks)  # lists, not sets: commands must come in the same order on replay
         while pending:
-            done, pending = await workflow.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task.exception() is not None:
+            done = await self._first_done(pending)
+            pending = [t for t in pending if t not in done]
+            for task in tasks:
+                if task in done and task.exception() is not None:
                     await self._cancel_all(pending)
                     raise task.exception()  # type: ignore[misc]
             self._progress.advance(percent(len(tasks) - len(pending)))
         return [t.result() for t in tasks]
+
+    async def _first_done(self, tasks: Any) -> set[asyncio.Task[str]]:
+        """Wait for one of the step tasks; when the collaboration itself is cancelled (timeout,
+        cancel), cancel them all first, so their deliveries stop instead of running on."""
+        tasks = list(tasks)
+        try:
+            done, _ = await workflow.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            await self._cancel_all(tasks)
+            raise
+        return set(done)
 
     async def _cancel_all(self, tasks: Any) -> None:
         tasks = list(tasks)
@@ -417,6 +434,8 @@ class CollaborationWorkflow:
         try:
             await self._deliver(name, to, message_id, sent, timeout)
         except ChildWorkflowError as exc:  # the attempt failed; its message says why
+            if isinstance(exc.cause, CancelledError):  # we are being cancelled: no retry
+                raise asyncio.CancelledError() from exc
             workflow.logger.warning("step %s: delivery %s failed: %s", name, message_id, exc)
         return await workflow.execute_activity(
             "collaboration_reply",
