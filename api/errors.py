@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.envelope import error_payload
@@ -101,7 +102,22 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, str(exc.detail), None, headers)
 
 
+async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    """The database went away (connection dropped, refused, pool exhausted, SQLite locked):
+    a retryable 503, not a 500; the pool's pre-ping reconnects once it is back."""
+    log.warning("database unavailable: %s", str(exc).splitlines()[0] if str(exc) else exc)
+    return error_response(
+        503,
+        ErrorCode.SERVICE_UNAVAILABLE,
+        "The database is unavailable; try again shortly",
+        {"service": "database"},
+        {"Retry-After": "1"},
+    )
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(de.DomainError, _domain_error)
+    for db_outage in (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError):
+        app.add_exception_handler(db_outage, _database_unavailable)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
