@@ -26,6 +26,8 @@ MODULES = [
     "bench.sandbox_lifecycle",
     "bench.message_delivery",
     "bench.ws_fanout",
+    "bench.collaboration",
+    "bench.api_reads",
 ]
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 HEADERS = ("benchmark", "metric", "ours", "baseline", "ratio", "goal", "verdict")

@@ -67,6 +67,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import policies as p
 
 COLLABORATION_WORKFLOW = "Collaboration"
+STOP_GRACE_SECONDS = 5.0
 
 
 class StepFailed(Exception):
@@ -157,10 +158,12 @@ class CollaborationWorkflow:
         return self._status
 
     async def _stop(self, body: asyncio.Task[None]) -> None:
-        """Cancel the mode and wait until every step in flight has stopped."""
+        """Cancel the mode and give the steps in flight a moment to stop. One that does not
+        (the SDK can lose a cancel that lands while a child is starting) is not waited for:
+        its child delivery is terminated when this workflow closes (parent close policy)."""
         if not body.done():
             body.cancel()
-            await workflow.wait([body])
+            await workflow.wait([body], timeout=STOP_GRACE_SECONDS)
 
     async def _finish(self, status: str, code: str | None, reason: str | None) -> None:
         self._status = status
@@ -356,7 +359,10 @@ class CollaborationWorkflow:
         for task in tasks:
             task.cancel()
         if tasks:
-            await workflow.wait(tasks)
+            await workflow.wait(tasks, timeout=STOP_GRACE_SECONDS)
+        for task in tasks:  # retrieved, so asyncio does not log them as lost
+            if task.done() and not task.cancelled():
+                task.exception()
 
     # -- one turn: a message with requires_response, as a child delivery --------------------------
 

@@ -19,7 +19,7 @@ from temporalio.client import (
     WorkflowUpdateStage,
 )
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from api.schemas.collaborations import (
     CollaborationAccepted,
@@ -64,6 +64,11 @@ CANCEL_WAIT_SECONDS = 10.0
 
 class CollaborationFinished(DomainError):
     code = ErrorCode.COLLABORATION_FAILED
+
+
+class _StillRunning(Exception):
+    """The cancel was accepted; the collaboration had not finished stopping when we stopped
+    waiting."""
 
 
 def _field(field: str, message: str) -> ValidationFailed:
@@ -352,8 +357,14 @@ async def cancel(
             result_type=str,
         )
         # Usually done in a moment; a step that is slow to stop must not hold the request.
-        status = await update.result(rpc_timeout=timedelta(seconds=CANCEL_WAIT_SECONDS))
-    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        try:
+            status = await update.result(rpc_timeout=timedelta(seconds=CANCEL_WAIT_SECONDS))
+        except RPCError as exc:
+            # The wait ran out on the wire rather than in the SDK: the same "not yet".
+            if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+                raise _StillRunning from exc
+            raise
+    except (WorkflowUpdateRPCTimeoutOrCancelledError, _StillRunning):
         return CollaborationCancelled(collaboration_id=c.id, status=c.status, cancel_requested=True)  # type: ignore[arg-type]
     except WorkflowUpdateFailedError as exc:
         raise CollaborationFinished(
