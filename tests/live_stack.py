@@ -4,15 +4,32 @@ SDK suites drive over HTTP, exactly as a user's client would."""
 from __future__ import annotations
 
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from worker.metrics import free_port
-
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A port that is free now and that the kernel never hands out on its own: below the
+    ephemeral range, so the Temporal server's own random ports (and every other client
+    socket) cannot take it between this choice and the moment `up` binds it."""
+    low, _ = (int(x) for x in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000, max(20001, min(low, 32768)))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 class Stack:

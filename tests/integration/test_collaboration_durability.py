@@ -25,9 +25,9 @@ from store.db import create_engine, session_factory
 from tests.conftest import app_client, make_settings, new_account
 from tests.integration.conftest import eventually
 from tests.integration.test_collaborations import AGENTS, DELIVERABLES, orchestrated_script
+from tests.live_stack import free_port
 from tests.unit.test_llm_providers import FakeProvider, fake_server
 from worker.main import build_activities, build_worker
-from worker.metrics import free_port
 from worker.search_attributes import ensure_search_attributes
 
 pytestmark = [pytest.mark.docker, pytest.mark.temporal]

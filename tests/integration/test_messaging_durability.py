@@ -21,7 +21,7 @@ from store.models import Event, Message
 from tests.conftest import app_client, make_settings, new_account, temporal_address
 from tests.integration.conftest import Stack, eventually
 from tests.integration.test_sandbox_durability import _start_worker
-from worker.metrics import free_port
+from tests.live_stack import free_port
 from workflows.inbox import InboxWorkflow
 from workflows.message_delivery import MessageDeliveryWorkflow
 

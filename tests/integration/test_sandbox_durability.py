@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.errors
 import pytest
 from sqlalchemy import func, select
 from temporalio import activity
@@ -30,7 +32,7 @@ from store.db import create_engine, session_factory
 from store.models import Event, Sandbox
 from tests.conftest import app_client, make_settings, new_account, temporal_address
 from tests.integration.conftest import Stack, eventually
-from worker.metrics import free_port
+from tests.live_stack import free_port
 from workflows.sandbox import SandboxWorkflow
 
 pytestmark = [pytest.mark.docker, pytest.mark.temporal]
@@ -356,6 +358,9 @@ async def test_continue_as_new_keeps_the_lifecycle_state(temporal_env: Any) -> N
 async def test_orphaned_containers_are_removed_at_worker_start(stack: Stack) -> None:
     orphan, foreign = "sb_orphan0001", "sb_foreign001"
     ours = stack.settings.installation_id
+    for leftover in (orphan, foreign):  # from an earlier run that was interrupted
+        with contextlib.suppress(docker.errors.NotFound):
+            stack.docker.containers.get(container_name(leftover)).remove(force=True)
     c = stack.docker.containers.create(
         stack.settings.sandbox_image,
         name=container_name(orphan),
