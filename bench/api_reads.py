@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import threading
 import time
 from typing import Any
 
@@ -29,6 +27,7 @@ import httpx
 
 from bench import stats
 from bench.core import BenchContext, Result, benchmark
+from bench.stack import UvicornThread, free_port
 
 NAME = "api_reads"
 WORKSPACES = 20
@@ -38,7 +37,6 @@ class BareServer:
     """The baseline: the same query, nothing else."""
 
     def __init__(self, database_url: str, owner_id: str) -> None:
-        import uvicorn
         from starlette.applications import Starlette
         from starlette.requests import Request
         from starlette.responses import JSONResponse
@@ -68,27 +66,16 @@ class BareServer:
                 }
             )
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        app = Starlette(routes=[Route("/workspaces", page)])
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
-            )
-        )
+        self.port = free_port()
         self.engine = engine
-        self.thread = threading.Thread(target=self.server.run, daemon=True, name="bench-bare")
+        self._server = UvicornThread(Starlette(routes=[Route("/workspaces", page)]), self.port)
 
     def __enter__(self) -> BareServer:
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.02)
+        self._server.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        self._server.stop()
 
 
 async def _load(url: str, headers: dict[str, str], seconds: float, clients: int) -> list[float]:

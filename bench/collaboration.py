@@ -21,13 +21,12 @@ import asyncio
 import json
 import os
 import re
-import socket
-import threading
 import time
 from typing import Any
 
 from bench import stats
 from bench.core import BenchContext, Result, benchmark
+from bench.stack import UvicornThread, free_port
 
 NAME = "collaboration"
 STEPS = 5
@@ -65,7 +64,6 @@ class ModelServer:
     """A zero-latency OpenAI-compatible chat endpoint in a thread (uvicorn + Starlette)."""
 
     def __init__(self) -> None:
-        import uvicorn
         from starlette.applications import Starlette
         from starlette.requests import Request
         from starlette.responses import JSONResponse
@@ -90,24 +88,16 @@ class ModelServer:
                 }
             )
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self.thread = threading.Thread(target=self.server.run, daemon=True, name="bench-model")
+        self._server = UvicornThread(app, self.port)
 
     def __enter__(self) -> ModelServer:
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.02)
+        self._server.start()
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        self._server.stop()
 
 
 async def _until(fetch: Any, done: Any, timeout: float = 120.0) -> Any:

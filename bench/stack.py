@@ -104,7 +104,7 @@ class Stack:
         return Account(data["user"]["user_id"], data["access_token"])
 
 
-class _UvicornThread:
+class UvicornThread:
     """uvicorn serving `app` in a daemon thread with its own event loop."""
 
     def __init__(self, app: Any, port: int) -> None:
@@ -189,7 +189,7 @@ async def start_stack(args: argparse.Namespace) -> AsyncIterator[Stack]:
             sessions = session_factory(engine)
             activities = build_activities(settings, sessions, env.client)
             docker_client = docker.from_env()
-            api = _UvicornThread(create_app(settings), api_port)
+            api = UvicornThread(create_app(settings), api_port)
             try:
                 with ThreadPoolExecutor(64, thread_name_prefix="activity") as pool:
                     async with build_worker(env.client, settings, pool, activities):

@@ -349,7 +349,9 @@ def _lifecycle(op: str) -> Callable[[argparse.Namespace], int]:
     def command(args: argparse.Namespace) -> int:
         async def body(client: Any) -> int:
             sb = client.sandboxes.handle(args.sandbox)
-            result = await getattr(sb, op)()
+            # The CLI's own --wait decides; the SDK's start() would otherwise wait by itself.
+            kwargs = {"wait": False} if op == "start" else {}
+            result = await getattr(sb, op)(**kwargs)
             if args.wait:
                 await sb.wait_until(target, timeout=args.timeout)
                 result = sb.info
