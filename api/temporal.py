@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from temporalio.client import Client
 
+from api.inbox_signals import InboxSignaler
 from config.settings import Settings
 
 
@@ -17,6 +18,9 @@ class TemporalGateway:
         self._namespace = settings.temporal_namespace
         self._client: Client | None = None
         self._lock = asyncio.Lock()
+        self.inbox = InboxSignaler(
+            self.client, settings.task_queue, settings.message_max_wait_seconds
+        )
 
     async def client(self, timeout: float = 5.0) -> Client:
         if self._client is None:

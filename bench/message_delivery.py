@@ -29,8 +29,8 @@ carry the target in the baseline column; the raw-Temporal rows are informational
 Profile (bench-only instrumentation; no platform code changes):
   202 path   wrappers on the API's outermost middleware, `api.services.messages.send` /
              `signal_inbox`, AsyncSession methods and Pool.connect: client → API, pool checkout
-             wait, auth/ownership queries, lookups, flush (message INSERT), commit, the
-             signal-with-start RPC, response;
+             wait, auth/ownership queries, target lookup + INSERTs, commit, the inbox signal
+             (signal-with-start, coalesced with concurrent requests), response;
   inbox      its Temporal history (every run of the continue-as-new chain): per message
              signaled → batch scheduled → started → delivered_at, per cycle the status-check
              activity, the workflow tasks and the delivery activity, batch sizes from the
@@ -67,6 +67,7 @@ from temporalio import activity, workflow
 from temporalio.common import RetryPolicy
 
 from bench.core import BenchContext, Result, benchmark
+from bench.stack import Account, create_account, platform_processes
 
 NAME = "message_delivery"
 GOAL_RATE = 300.0  # messages/s delivered
@@ -321,9 +322,10 @@ class CpuSample:
     busy: int
     total: int
     threads: dict[int, float] = field(default_factory=dict)
+    processes: dict[str, float] = field(default_factory=dict)  # label → cpu s (children)
 
 
-def cpu_sample(tpids: list[int]) -> CpuSample:
+def cpu_sample(tpids: list[int], processes: dict[str, int] | None = None) -> CpuSample:
     busy, total = _machine_jiffies()
     return CpuSample(
         time.perf_counter(),
@@ -332,6 +334,7 @@ def cpu_sample(tpids: list[int]) -> CpuSample:
         busy,
         total,
         _threads_cpu(),
+        {label: _proc_cpu(pid) for label, pid in (processes or {}).items()},
     )
 
 
@@ -346,6 +349,8 @@ def cpu_usage(a: CpuSample, b: CpuSample) -> dict[str, float]:
         "temporal server %": 100 * (b.temporal_s - a.temporal_s) / wall,
         "machine busy %": 100 * ncpu * (b.busy - a.busy) / max(1, b.total - a.total),
     }
+    for label, cpu in b.processes.items():
+        out[f"{label} process %"] = 100 * (cpu - a.processes.get(label, cpu)) / wall
     names = {t.native_id: _thread_group(t) for t in threading.enumerate()}
     groups: dict[str, float] = defaultdict(float)
     for tid, cpu in b.threads.items():
@@ -444,7 +449,7 @@ class Probe:
             finally:
                 rec = _REC.get()
                 if rec is not None:
-                    rec["send:signal-with-start RPC"] += (time.perf_counter() - t0) * 1000
+                    rec["send:inbox signal"] += (time.perf_counter() - t0) * 1000
 
         def timed(name: str, original: Any) -> Any:
             async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -800,11 +805,54 @@ async def _wait_running(http: Any, headers: dict[str, str], sid: str, timeout: f
         await asyncio.sleep(0.1)
 
 
-SYSTEMS = ("ours", "wf/msg", "signals")
+OURS = "ours"  # the platform as deployed: API and worker in processes of their own
+ONE_PROCESS = "ours·1p"  # API + worker in this process, instrumented (the profile rows)
+SYSTEMS = (OURS, ONE_PROCESS, "wf/msg", "signals")
 BASELINE_NAMES = {
+    ONE_PROCESS: "ours with API, worker and load generator in one process",
     "wf/msg": "raw Temporal: one one-activity workflow per message",
     "signals": "raw Temporal: signals into one workflow, batched write activity",
 }
+
+
+@dataclass
+class Platform:
+    """One deployment of ours under test: its API, an account and a sender → target pair."""
+
+    http: httpx.AsyncClient
+    headers: dict[str, str]
+    workspace_id: str
+    sender: str
+    target: str
+
+
+async def _platform(http: httpx.AsyncClient, acc: Account, tag: str) -> Platform:
+    r = await http.post(
+        "/workspaces",
+        headers=acc.headers,
+        json={"name": f"bench-msg-{tag}", "settings": {"max_sandboxes": 3}},
+    )
+    if r.status_code != 201:
+        raise RuntimeError(f"create workspace: {r.status_code} {r.text}")
+    wid = r.json()["data"]["workspace_id"]
+    pf = Platform(http, acc.headers, wid, "", "")
+    sids = []
+    for name in ("sender", "receiver"):
+        r = await http.post(
+            f"/workspaces/{wid}/sandboxes",
+            headers=acc.headers,
+            json={
+                "name": f"{name}-{tag}",
+                "agent_config": {"primary_agent": {"name": name, "role": "Engineer"}},
+            },
+        )
+        if r.status_code != 201:
+            raise RuntimeError(f"create sandbox: {r.status_code} {r.text}")
+        sids.append(r.json()["data"]["sandbox_id"])
+    for sid in sids:
+        await _wait_running(http, acc.headers, sid)
+    pf.sender, pf.target = sids
+    return pf
 
 
 @benchmark(NAME, "message send → delivered through the platform vs raw Temporal (wf/msg, signals)")
@@ -837,36 +885,36 @@ async def run(ctx: BenchContext) -> list[Result]:
     if settings.rate_limit_enabled and limit < total_msgs:
         raise RuntimeError(f"rate_limit_message_per_hour={limit} would throttle {total_msgs}")
     http0, sessions, client = stack.http, stack.sessions, stack.temporal
-    acc = await stack.account()
-    r = await http0.post(
-        "/workspaces",
-        headers=acc.headers,
-        json={"name": f"bench-msg-{uuid.uuid4().hex[:6]}", "settings": {"max_sandboxes": 3}},
-    )
-    if r.status_code != 201:
-        raise RuntimeError(f"create workspace: {r.status_code} {r.text}")
-    wid = r.json()["data"]["workspace_id"]
     tag = uuid.uuid4().hex[:6]
     sink_handles: list[Any] = []
     probe = Probe()
+    platforms: list[Platform] = []
+    local = contextlib.AsyncExitStack()
     try:
-        sids = []
-        for name in ("sender", "receiver"):
-            r = await http0.post(
-                f"/workspaces/{wid}/sandboxes",
-                headers=acc.headers,
-                json={
-                    "name": f"{name}-{tag}",
-                    "agent_config": {"primary_agent": {"name": name, "role": "Engineer"}},
-                },
-            )
-            if r.status_code != 201:
-                raise RuntimeError(f"create sandbox: {r.status_code} {r.text}")
-            sids.append(r.json()["data"]["sandbox_id"])
-        for sid in sids:
-            await _wait_running(http0, acc.headers, sid)
-        sender, target = sids
-        ctx.log(f"{NAME}: sandboxes {sender} → {target} running")
+        acc = await stack.account()
+        one = await _platform(http0, acc, tag)
+        platforms.append(one)
+        # The platform as deployed: the API and the worker as processes of their own, on the
+        # same Temporal server and database (`aintandem up` runs them so).
+        ctx.log(f"{NAME}: starting the API and worker processes")
+        proc = await local.enter_async_context(
+            platform_processes(stack, settings.data_dir / "bench-processes")
+        )
+        # Enough client connections that requests queue in the servers, not in httpx.
+        pool = max(concurrency, max_inflight)
+        limits = httpx.Limits(max_connections=pool, max_keepalive_connections=pool)
+        proc_http = await local.enter_async_context(
+            httpx.AsyncClient(base_url=proc.base_url, timeout=60, limits=limits)
+        )
+        deployed = await _platform(proc_http, await create_account(proc_http), tag)
+        platforms.append(deployed)
+        one_http = await local.enter_async_context(
+            httpx.AsyncClient(base_url=stack.base_url, timeout=60, limits=limits)
+        )
+        one.http = one_http
+        for label, pf in ((ONE_PROCESS, one), (OURS, deployed)):
+            ctx.log(f"{NAME}: {label}: sandboxes {pf.sender} → {pf.target} running")
+        target = one.target  # the instrumented inbox (profile rows)
         tpids = temporal_pids()
         if not tpids:
             notes.append("Temporal server process not found: its CPU is not reported")
@@ -901,7 +949,7 @@ async def run(ctx: BenchContext) -> list[Result]:
                     or 0
                 )
 
-        async def delivered_to_target() -> int:
+        async def delivered_to(target: str) -> int:
             async with sessions() as session:
                 return int(
                     await session.scalar(
@@ -924,34 +972,29 @@ async def run(ctx: BenchContext) -> list[Result]:
             ),
             max_concurrent_activities=64,
         )
-        # Enough client connections that requests queue in the server, not in httpx.
-        pool = max(concurrency, max_inflight)
-        async with (
-            baseline_worker,
-            httpx.AsyncClient(
-                base_url=stack.base_url,
-                timeout=60,
-                limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
-            ) as http,
-        ):
-            url = f"/sandboxes/{sender}/messages"
+        async with baseline_worker:
 
-            async def ours_one(i: int) -> Sent:
-                body = {
-                    "to_sandbox": target,
-                    "message_type": "notification",
-                    "content": {"n": i, "text": "benchmark message"},
-                    "priority": 5,
-                }
-                t0 = time.time()
-                try:
-                    r = await http.post(url, json=body, headers=acc.headers)
-                except Exception as exc:
-                    return Sent(i, None, t0, time.time(), repr(exc))
-                t1 = time.time()
-                if r.status_code == 202:
-                    return Sent(i, r.json()["data"]["message_id"], t0, t1)
-                return Sent(i, None, t0, t1, f"{r.status_code} {r.text[:200]}")
+            def ours_one(pf: Platform) -> OneFn:
+                url = f"/sandboxes/{pf.sender}/messages"
+
+                async def one(i: int) -> Sent:
+                    body = {
+                        "to_sandbox": pf.target,
+                        "message_type": "notification",
+                        "content": {"n": i, "text": "benchmark message"},
+                        "priority": 5,
+                    }
+                    t0 = time.time()
+                    try:
+                        r = await pf.http.post(url, json=body, headers=pf.headers)
+                    except Exception as exc:
+                        return Sent(i, None, t0, time.time(), repr(exc))
+                    t1 = time.time()
+                    if r.status_code == 202:
+                        return Sent(i, r.json()["data"]["message_id"], t0, t1)
+                    return Sent(i, None, t0, t1, f"{r.status_code} {r.text[:200]}")
+
+                return one
 
             def wf_one(phase: str) -> OneFn:
                 async def one(i: int) -> Sent:
@@ -985,26 +1028,29 @@ async def run(ctx: BenchContext) -> list[Result]:
                 rate = mode.rate
                 return lambda one: open_loop(rate, seconds, one, max_inflight)
 
-            async def ours_phase(mode: Mode) -> Phase:
-                before = await delivered_to_target()
+            async def ours_phase(mode: Mode, system: str, pf: Platform) -> Phase:
+                before = await delivered_to(pf.target)
                 w0 = time.time()
-                a = cpu_sample(tpids)
-                sent = await drive(mode)(ours_one)
+                a = cpu_sample(tpids, proc.pids if pf is deployed else None)
+                sent = await drive(mode)(ours_one(pf))
                 ok = [s for s in sent if s.key]
                 t0 = time.perf_counter()
                 await wait_until(
-                    delivered_to_target, before + len(ok), 60, f"ours {mode.name} delivery"
+                    lambda: delivered_to(pf.target),
+                    before + len(ok),
+                    60,
+                    f"{system} {mode.name} delivery",
                 )
                 drain = time.perf_counter() - t0
-                b = cpu_sample(tpids)
-                times = await message_times(sessions, target)
+                b = cpu_sample(tpids, proc.pids if pf is deployed else None)
+                times = await message_times(sessions, pf.target)
                 done: dict[str, float] = {}
                 for s in ok:
                     delivered_at = times[s.key][1] if s.key in times else None
                     if s.key and delivered_at is not None:
                         done[s.key] = delivered_at
                 return Phase(
-                    "ours", mode.name, sent, done, cpu_usage(a, b), drain, (w0, time.time())
+                    system, mode.name, sent, done, cpu_usage(a, b), drain, (w0, time.time())
                 )
 
             async def wf_phase(mode: Mode, phase: str) -> Phase:
@@ -1046,8 +1092,11 @@ async def run(ctx: BenchContext) -> list[Result]:
 
             # Warm-up (not measured): the inbox exists, connections and worker are warm.
             ctx.log(f"{NAME}: warm-up")
-            warm_ok = [s for s in await closed_loop(20, 4, ours_one) if s.key]
-            await wait_until(delivered_to_target, len(warm_ok), 60, "warm-up delivery")
+            for pf in platforms:
+                warm_ok = [s for s in await closed_loop(20, 4, ours_one(pf)) if s.key]
+                await wait_until(
+                    lambda pf=pf: delivered_to(pf.target), len(warm_ok), 60, "warm-up delivery"
+                )
             await scratch_rows(f"w1-{tag}", 10)
             await closed_loop(10, 4, wf_one(f"w1-{tag}"))
             await wait_until(lambda: written(f"w1-{tag}"), 10, 60, "warm-up wf/msg")
@@ -1057,11 +1106,14 @@ async def run(ctx: BenchContext) -> list[Result]:
             load_before = os.getloadavg()
             for mi, mode in enumerate(modes):
                 ctx.log(f"{NAME}: {mode.name} ({mode.describe(seconds)})")
-                order = list(SYSTEMS[mi % 3 :] + SYSTEMS[: mi % 3])  # rotate: drift hits all
+                k = mi % len(SYSTEMS)
+                order = list(SYSTEMS[k:] + SYSTEMS[:k])  # rotate: drift hits all
                 for system in order:
                     phase = f"{'b1' if system == 'wf/msg' else 'b2'}-{mi}-{tag}"
-                    if system == "ours":
-                        ph = await ours_phase(mode)
+                    if system == OURS:
+                        ph = await ours_phase(mode, system, deployed)
+                    elif system == ONE_PROCESS:
+                        ph = await ours_phase(mode, system, one)
                     elif system == "wf/msg":
                         ph = await wf_phase(mode, phase)
                     else:
@@ -1089,10 +1141,17 @@ async def run(ctx: BenchContext) -> list[Result]:
             async with sessions() as session:
                 await session.execute(text("DROP TABLE IF EXISTS bench_scratch"))
                 await session.commit()
-        with contextlib.suppress(Exception):
-            r = await http0.delete(f"/workspaces/{wid}", headers=acc.headers, timeout=300)
-            if r.status_code != 204:
-                ctx.log(f"cleanup: DELETE /workspaces/{wid}: {r.status_code} {r.text[:200]}")
+        for pf in platforms:
+            with contextlib.suppress(Exception):
+                r = await pf.http.delete(
+                    f"/workspaces/{pf.workspace_id}", headers=pf.headers, timeout=300
+                )
+                if r.status_code != 204:
+                    ctx.log(
+                        f"cleanup: DELETE /workspaces/{pf.workspace_id}: {r.status_code} "
+                        f"{r.text[:200]}"
+                    )
+        await local.aclose()
 
     notes += [
         f"{NAME}: modes: "
@@ -1100,8 +1159,10 @@ async def run(ctx: BenchContext) -> list[Result]:
         + "; the order of ours/baselines rotates per mode",
         f"{NAME}: e2e = client send → delivered_at (ours) / written_at (baselines); ack = 202 "
         f"round trip (ours), start_workflow RPC (wf/msg), signal RPC (signals)",
-        f"{NAME}: load generator, API (uvicorn thread), platform worker and baseline worker all "
-        f"share this one Python process (one GIL); load average "
+        f"{NAME}: {OURS} = API and worker as processes of their own (as `aintandem up` runs "
+        f"them; their CPU is 'cpu api+worker processes'); {ONE_PROCESS} = load generator, API "
+        f"(uvicorn thread), platform worker and baseline worker in this one Python process (one "
+        f"GIL), instrumented for the profile rows; load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (machine shared)",
         f"{NAME}: our inbox_deliver writes more per message than the baselines' UPDATE "
         f"(SELECT + UPDATE + 2 event INSERTs), and runs an inbox_target_status activity "
@@ -1208,10 +1269,9 @@ def _api_profile(ph: Phase, probe: Probe) -> dict[str, list[float]]:
             "middleware → send(): the rest (JWT, deps, event loop)": (
                 (rec["send_start"] - rec["arrival"]) * 1000 - pre_db if rec.get("arrival") else None
             ),
-            "send(): lookups": lookups,
-            "send(): flush (message INSERT)": rec.get("send:flush", 0.0),
-            "send(): commit (event INSERT + COMMIT)": rec.get("send:commit", 0.0),
-            "send(): signal-with-start RPC": rec.get("send:signal-with-start RPC", 0.0),
+            "send(): target lookup + message and event INSERTs": lookups,
+            "send(): commit": rec.get("send:commit", 0.0),
+            "send(): inbox signal (coalesced signal-with-start)": rec.get("send:inbox signal", 0.0),
             "send(): total": send_ms,
             "send() done → client has the 202": (s.t_ack - rec["send_end"]) * 1000,
         }
@@ -1249,7 +1309,7 @@ def _results(
     notes: list[str],
 ) -> list[Result]:
     rows: list[Result] = []
-    sat = _find(phases, "ours", "saturation")
+    sat = _find(phases, OURS, "saturation")
     # Goals (absolute): the baseline column holds the target, the ratio is ours/target.
     if sat is not None:
         rows.append(
@@ -1265,7 +1325,7 @@ def _results(
             )
         )
     for mode in modes:
-        ph = _find(phases, "ours", mode.name)
+        ph = _find(phases, OURS, mode.name)
         if ph is None or (mode.rate is None and mode.concurrency != 1):
             continue
         rows.append(
@@ -1294,10 +1354,12 @@ def _results(
 
     # Ours vs the raw baselines (informational ratios).
     for mode in modes:
-        ours = _find(phases, "ours", mode.name)
+        ours = _find(phases, OURS, mode.name)
         if ours is None:
             continue
         wanted = [
+            ("delivered/s", ONE_PROCESS),
+            ("e2e p50 ms", ONE_PROCESS),
             ("delivered/s", "wf/msg"),
             ("delivered/s", "signals"),
             ("e2e p50 ms", "wf/msg"),
@@ -1338,9 +1400,10 @@ def _results(
                 )
             )
 
-    # Where the time goes: the 202 path (wrappers), the inbox (history + DB wrappers), CPU.
+    # Where the time goes (the instrumented one-process deployment): the 202 path (wrappers),
+    # the inbox (history + DB wrappers), CPU.
     for mode in modes:
-        ph = _find(phases, "ours", mode.name)
+        ph = _find(phases, ONE_PROCESS, mode.name)
         if ph is None:
             continue
         sig = _find(phases, "signals", mode.name)

@@ -92,16 +92,21 @@ class Stack:
     sessions: Any  # async_sessionmaker on the platform's database
 
     async def account(self) -> Account:
-        email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
-        password = "bench password 123"
-        r = await self.http.post(
-            "/auth/register", json={"email": email, "password": password, "name": "Bench"}
-        )
-        r.raise_for_status()
-        r = await self.http.post("/auth/login", json={"email": email, "password": password})
-        r.raise_for_status()
-        data = r.json()["data"]
-        return Account(data["user"]["user_id"], data["access_token"])
+        return await create_account(self.http)
+
+
+async def create_account(http: httpx.AsyncClient) -> Account:
+    """A fresh user, registered and logged in through the API `http` points at."""
+    email = f"bench-{uuid.uuid4().hex[:12]}@example.com"
+    password = "bench password 123"
+    r = await http.post(
+        "/auth/register", json={"email": email, "password": password, "name": "Bench"}
+    )
+    r.raise_for_status()
+    r = await http.post("/auth/login", json={"email": email, "password": password})
+    r.raise_for_status()
+    data = r.json()["data"]
+    return Account(data["user"]["user_id"], data["access_token"])
 
 
 class UvicornThread:
@@ -217,3 +222,111 @@ async def start_stack(args: argparse.Namespace) -> AsyncIterator[Stack]:
             await env.shutdown()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass
+class PlatformProcesses:
+    """API and worker as separate processes, as `aintandem up` runs them (one GIL each)."""
+
+    base_url: str  # http://127.0.0.1:PORT/api/v1
+    settings: Settings
+    procs: list[Any]
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {p.args[-1]: p.pid for p in self.procs}
+
+    def check(self) -> None:
+        for p in self.procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"{p.args[-1]} process exited with {p.returncode}")
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """`AINTANDEM_*` variables that make a child process build these same settings."""
+    import json
+
+    env: dict[str, str] = {}
+    for key, value in settings.model_dump(mode="json").items():
+        if key == "jwt_secret":  # dumped masked; the children read the persisted one
+            secret = settings.jwt_secret
+            if secret is not None and secret.get_secret_value():
+                env["AINTANDEM_JWT_SECRET"] = secret.get_secret_value()
+            continue
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, list | dict):
+            text = json.dumps(value)
+        else:
+            text = str(value)
+        env[f"AINTANDEM_{key.upper()}"] = text
+    return env
+
+
+def _spawn_platform(env: dict[str, str], log_dir: Path) -> list[Any]:
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for role in ("worker", "api"):
+        with (log_dir / f"{role}.log").open("ab") as log:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "cli.main", role],
+                    cwd=root,
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+    return procs
+
+
+@asynccontextmanager
+async def platform_processes(stack: Stack, log_dir: Path) -> AsyncIterator[PlatformProcesses]:
+    """`python -m cli.main worker` and `... api` on this stack's Temporal server and database,
+    with a task queue, API port and metrics port of their own (the in-process worker never
+    sees their work); logs in log_dir; both terminated on exit."""
+    import os
+    import subprocess
+
+    port = free_port()
+    settings = stack.settings.model_copy(
+        update={
+            "task_queue": f"bench-proc-{uuid.uuid4().hex[:8]}",
+            "api_port": port,
+            "public_url": f"http://127.0.0.1:{port}",
+            "worker_metrics_port": free_port(),
+        }
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AINTANDEM_")}
+    env.update(settings_env(settings))
+    procs: list[Any] = []
+    try:
+        procs += await asyncio.to_thread(_spawn_platform, env, log_dir)
+        platform = PlatformProcesses(f"http://127.0.0.1:{port}/api/v1", settings, procs)
+        deadline = time.monotonic() + 60
+        async with httpx.AsyncClient(timeout=5) as http:
+            while True:
+                platform.check()
+                try:
+                    if (await http.get(f"{platform.base_url}/system/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the API process did not answer in 60 s (logs: {log_dir})")
+                await asyncio.sleep(0.1)
+        yield platform
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                await asyncio.to_thread(p.wait, 20)
+            except subprocess.TimeoutExpired:
+                p.kill()

@@ -10,6 +10,7 @@ from enum import StrEnum
 
 _ALPHABET = string.ascii_lowercase + string.digits
 _RANDOM_LEN = 10
+_SPACE = len(_ALPHABET) ** _RANDOM_LEN
 
 
 class Prefix(StrEnum):
@@ -27,8 +28,15 @@ _PATTERNS = {p: re.compile(rf"^{p.value}_[a-z0-9]{{{_RANDOM_LEN}}}$") for p in P
 
 def new_id(prefix: Prefix, rng: random.Random | None = None) -> str:
     """A fresh id; a workflow passes its deterministic `workflow.random()` so replay agrees."""
-    choice = rng.choice if rng is not None else secrets.choice
-    return f"{prefix.value}_" + "".join(choice(_ALPHABET) for _ in range(_RANDOM_LEN))
+    if rng is not None:
+        return f"{prefix.value}_" + "".join(rng.choice(_ALPHABET) for _ in range(_RANDOM_LEN))
+    # One draw from the OS (not one per character: ids are made on every accepted message).
+    n = secrets.randbelow(_SPACE)
+    chars = []
+    for _ in range(_RANDOM_LEN):
+        n, r = divmod(n, len(_ALPHABET))
+        chars.append(_ALPHABET[r])
+    return f"{prefix.value}_" + "".join(chars)
 
 
 def is_valid(prefix: Prefix, value: str) -> bool:

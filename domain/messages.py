@@ -104,12 +104,13 @@ def inbox_signal_with_start(
     *,
     to_sandbox_id: str,
     workspace_id: str,
-    envelope: Envelope,
+    envelope: Envelope | list[Envelope],
     task_queue: str,
     max_wait_seconds: float,
 ) -> dict[str, Any]:
-    """Keyword arguments of `client.start_workflow` that enqueue one delivery into the target's
-    inbox, starting the inbox if it is not running (the API and activities both use this)."""
+    """Keyword arguments of `client.start_workflow` that enqueue deliveries into the target's
+    inbox, starting the inbox if it is not running (the API and activities both use this).
+    One envelope goes as `enqueue`, several as one `enqueue_many`."""
     from temporalio.common import (
         SearchAttributePair,
         TypedSearchAttributes,
@@ -126,8 +127,11 @@ def inbox_signal_with_start(
         ),
         "id": inbox_workflow_id(to_sandbox_id),
         "task_queue": task_queue,
-        "start_signal": "enqueue",
-        "start_signal_args": [envelope],
+        **(
+            {"start_signal": "enqueue_many", "start_signal_args": [envelope]}
+            if isinstance(envelope, list)
+            else {"start_signal": "enqueue", "start_signal_args": [envelope]}
+        ),
         "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
         "search_attributes": TypedSearchAttributes(
             [

@@ -38,6 +38,13 @@ class InboxWorkflow:
         self._pending.append(env)
         self._signals += 1
 
+    @workflow.signal(name="enqueue_many")
+    def enqueue_many(self, envs: list[Envelope]) -> None:
+        """Accept several messages at once: the API coalesces the messages accepted for one
+        inbox while its previous signal is in flight (one signal instead of one per message)."""
+        for env in envs:
+            self.enqueue(env)
+
     @workflow.query(name="pending")
     def pending(self) -> list[str]:
         """Message ids waiting for delivery, in the order they will go."""

@@ -42,8 +42,7 @@ async def send_message(
     state: StateDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
-    sender = await sandbox_service.get_owned(session, sandbox_id, user)
-    ws = await workspace_service.get_owned(session, sender.workspace_id, user)
+    sender, ws = await sandbox_service.get_owned_with_workspace(session, sandbox_id, user)
     status, data = await service.send(
         session, state.temporal, state.settings, user, ws, sender, body, idempotency_key
     )

@@ -143,8 +143,7 @@ async def sandbox_logs(
     operation_id="sandboxes_status",
 )
 async def sandbox_status(sandbox_id: str, user: CurrentUser, session: SessionDep) -> Response:
-    sb = await service.get_owned(session, sandbox_id, user)
-    ws = await workspace_service.get_owned(session, sb.workspace_id, user)
+    sb, ws = await service.get_owned_with_workspace(session, sandbox_id, user)
     return ok(await service.status(session, ws, sb))
 
 
@@ -189,6 +188,5 @@ async def update_sandbox_config(
     session: SessionDep,
     state: StateDep,
 ) -> Response:
-    sb = await service.get_owned(session, sandbox_id, user)
-    ws = await workspace_service.get_owned(session, sb.workspace_id, user)
+    sb, ws = await service.get_owned_with_workspace(session, sandbox_id, user)
     return ok(await service.update_config(session, state.temporal, state.settings, ws, sb, body))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import delete, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
@@ -37,7 +39,6 @@ from domain.messages import (
     Envelope,
     MessageDeliveryInput,
     MessageStatus,
-    inbox_signal_with_start,
 )
 from domain.policy import decide
 from domain.timeutil import iso, utcnow
@@ -81,6 +82,11 @@ def to_out(m: Message) -> MessageOut:
     )
 
 
+def _row(m: Message) -> dict[str, Any]:
+    """A transient Message's column values, for a Core INSERT."""
+    return {c.key: getattr(m, c.key) for c in Message.__table__.columns if c.key in m.__dict__}
+
+
 def _agent_names(sb: Sandbox) -> list[str]:
     cfg = sb.agent_config or {}
     return [
@@ -95,19 +101,12 @@ def _primary(sb: Sandbox) -> str | None:
     return names[0] if names else None
 
 
-async def signal_inbox(client: Client, settings: Settings, m: Message) -> None:
+async def signal_inbox(temporal: TemporalGateway, m: Message) -> None:
+    """Enqueue the message into its target's inbox (coalesced with concurrent requests)."""
     env = Envelope(
         message_id=m.id, priority=m.priority, accepted_at=utcnow().isoformat(), attempt=m.attempts
     )
-    await client.start_workflow(
-        **inbox_signal_with_start(
-            to_sandbox_id=m.to_sandbox_id,
-            workspace_id=m.workspace_id,
-            envelope=env,
-            task_queue=settings.task_queue,
-            max_wait_seconds=settings.message_max_wait_seconds,
-        )
-    )
+    await temporal.inbox.enqueue(m.to_sandbox_id, m.workspace_id, env)
 
 
 async def idempotent_replay(
@@ -148,17 +147,20 @@ def remember_response(
         )
 
 
+async def _undo(session: AsyncSession, message_ids: list[str]) -> None:
+    """Take back messages whose enqueueing Temporal refused (the request answers 503)."""
+    await session.execute(delete(Message).where(Message.id.in_(message_ids)))
+    await session.commit()
+
+
 async def _accept(
-    session: AsyncSession, client: Client, settings: Settings, messages: list[Message]
+    session: AsyncSession, temporal: TemporalGateway, messages: list[Message]
 ) -> None:
     """Signal every inbox after the commit; if Temporal refuses, undo the whole request."""
     try:
-        for m in messages:
-            await signal_inbox(client, settings, m)
+        await asyncio.gather(*(signal_inbox(temporal, m) for m in messages))
     except Exception as exc:
-        for m in messages:
-            await session.delete(m)
-        await session.commit()
+        await _undo(session, [m.id for m in messages])
         raise ServiceUnavailable("Could not enqueue the message (Temporal unavailable)") from exc
 
 
@@ -204,20 +206,27 @@ async def send(
         status=MessageStatus.PENDING_APPROVAL
         if decision.approval_required
         else MessageStatus.QUEUED,
+        attempts=1,
+        created_at=utcnow(),
     )
-    session.add(m)
-    await session.flush()
+    # Core INSERTs, not the ORM's unit of work: this is the hottest write of the platform and
+    # the object is not used as a persistent entity afterwards.
+    await session.execute(insert(Message).values(_row(m)))
     data = MessageAccepted(
         message_id=m.id, status=m.status, timestamp=iso(m.created_at) or ""
     ).model_dump()
     remember_response(session, user, idem_key, route, 202, data)
-    events.append(
+    await events.append_many(
         session,
-        channel="messages",
-        event="message_queued",
-        data={"message_id": m.id, "to_sandbox": target.id, "priority": m.priority},
-        workspace_id=ws.id,
-        sandbox_id=sender.id,
+        [
+            {
+                "channel": "messages",
+                "event": "message_queued",
+                "data": {"message_id": m.id, "to_sandbox": target.id, "priority": m.priority},
+                "workspace_id": ws.id,
+                "sandbox_id": sender.id,
+            }
+        ],
     )
     await session.commit()
     if decision.approval_required or m.requires_response:
@@ -225,7 +234,7 @@ async def send(
             session, client, settings, m, needs_approval=decision.approval_required
         )
     else:
-        await _accept(session, client, settings, [m])
+        await _accept(session, temporal, [m])
     return 202, data
 
 
@@ -265,8 +274,7 @@ async def _start_delivery(
     try:
         await client.start_workflow(**_delivery_start_args(settings, m, needs_approval))
     except Exception as exc:
-        await session.delete(m)
-        await session.commit()
+        await _undo(session, [m.id])
         raise ServiceUnavailable("Could not enqueue the message (Temporal unavailable)") from exc
 
 
@@ -334,7 +342,7 @@ async def broadcast(
         session.add(m)
         messages.append(m)
         recipients.append(target.id)
-    client = await temporal_client(temporal)
+    await temporal_client(temporal)  # 503 before anything is written when Temporal is down
     data = BroadcastAccepted(
         broadcast_id=bc_id,
         recipients=recipients,
@@ -358,7 +366,7 @@ async def broadcast(
             sandbox_id=sender.id,
         )
     await session.commit()
-    await _accept(session, client, settings, messages)
+    await _accept(session, temporal, messages)
     return 202, data
 
 
@@ -416,7 +424,7 @@ async def retry(
         if m.requires_response:
             await client.start_workflow(**_delivery_start_args(settings, m, needs_approval=False))
         else:
-            await signal_inbox(client, settings, m)
+            await signal_inbox(temporal, m)
     except Exception as exc:
         m.status, m.status_reason, m.attempts = previous
         await session.commit()

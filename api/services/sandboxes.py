@@ -82,6 +82,17 @@ async def get_owned(session: AsyncSession, sandbox_id: str, user: User) -> Sandb
     return sandbox
 
 
+async def get_owned_with_workspace(
+    session: AsyncSession, sandbox_id: str, user: User
+) -> tuple[Sandbox, Workspace]:
+    if not is_valid(Prefix.SANDBOX, sandbox_id):
+        raise NotFound("sandbox", sandbox_id)
+    found = await repo.get_owned_with_workspace(session, sandbox_id, user.id)
+    if found is None:
+        raise NotFound("sandbox", sandbox_id)
+    return found
+
+
 def connection_details(settings: Settings, sandbox_id: str) -> ConnectionDetails:
     base = settings.resolved_public_url
     ws_base = base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)

@@ -27,6 +27,20 @@ async def get_owned(session: AsyncSession, sandbox_id: str, owner_id: str) -> Sa
     )
 
 
+async def get_owned_with_workspace(
+    session: AsyncSession, sandbox_id: str, owner_id: str
+) -> tuple[Sandbox, Workspace] | None:
+    """The sandbox and its workspace in one query (routes that need both)."""
+    row = (
+        await session.execute(
+            select(Sandbox, Workspace)
+            .join(Workspace, Workspace.id == Sandbox.workspace_id)
+            .where(Sandbox.id == sandbox_id, Workspace.owner_id == owner_id)
+        )
+    ).first()
+    return (row[0], row[1]) if row is not None else None
+
+
 async def count_in_workspace(session: AsyncSession, workspace_id: str) -> int:
     return (
         await session.scalar(
