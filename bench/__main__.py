@@ -58,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help=f"where to write the results (default {DEFAULT_JSON})",
     )
+    p.add_argument(
+        "--markdown",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="also write the headline rows (no profile breakdowns) and the machine as a "
+        "Markdown table, for the README",
+    )
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")
     p.add_argument("--quiet", action="store_true", help="only the final table")
     stack = p.add_argument_group("stack")
@@ -110,22 +118,37 @@ def selected(only: list[str] | None) -> list[str]:
     return names
 
 
-def render(results: list[Result]) -> str:
-    rows = []
+def _cells(r: Result) -> tuple[str, ...]:
+    return (
+        r.benchmark,
+        r.metric,
+        stats.fmt_number(r.ours),
+        stats.fmt_number(r.baseline),
+        stats.fmt_ratio(r.ratio),
+        stats.fmt_goal(r.goal, r.higher_is_better),
+        r.verdict,
+    )
+
+
+def render_markdown(results: list[Result], machine: str, notes: list[str]) -> str:
+    """The rows a reader compares (goals and ours-vs-baseline), without the profile rows."""
+    head = ("benchmark", "metric", "ours", "baseline", "ratio", "goal", "verdict")
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for r in results:
-        ours = stats.fmt_number(r.ours)
-        base = stats.fmt_number(r.baseline)
-        rows.append(
-            (
-                r.benchmark,
-                r.metric,
-                ours,
-                base,
-                stats.fmt_ratio(r.ratio),
-                stats.fmt_goal(r.goal, r.higher_is_better),
-                r.verdict,
-            )
-        )
+        if r.note.startswith(("profile", "cpu")) or r.metric.startswith(" "):
+            continue
+        cells = [c.replace("|", "\\|") for c in _cells(r)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Machine: {machine}", ""]
+    lines += [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def render(results: list[Result]) -> str:
+    rows = [_cells(r) for r in results]
     return stats.render_table(
         HEADERS, rows, align_right=(False, False, True, True, True, False, False)
     )
@@ -177,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     print(f"results: {args.json}")
+    if args.markdown is not None:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(render_markdown(results, describe(info), notes))
+        print(f"markdown: {args.markdown}")
     return 1 if errors else 0
 
 

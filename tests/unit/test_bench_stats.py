@@ -138,3 +138,25 @@ def test_workflow_task_stats_in_window() -> None:
     assert st["workflow task pickup"] == pytest.approx(15)
     assert st["workflow task run"] == pytest.approx(55)
     assert st["first workflow task run"] == pytest.approx(40)
+
+
+def test_markdown_keeps_the_comparable_rows_and_escapes_pipes() -> None:
+    from bench.__main__ import render_markdown
+    from bench.core import Result
+
+    md = render_markdown(
+        [
+            Result("msg", "GOAL delivered/s", 120.0, 300.0, 1.0, higher_is_better=True),
+            Result("msg", "  saturation 202: commit p50 ms", 3.0, note="profile"),
+            Result("msg", "saturation cpu %", 90.0, note="cpu % of one core"),
+            Result("msg", "p50 [vs a|b]", 30.0, 20.0),
+        ],
+        "2 cores",
+        ["shared machine"],
+    )
+    rows = [line for line in md.splitlines() if line.startswith("| msg")]
+    assert rows == [
+        "| msg | GOAL delivered/s | 120.0 | 300.0 | 0.40x | >= 1x | FAIL |",
+        "| msg | p50 [vs a\\|b] | 30.0 | 20.0 | 1.50x | - | info |",
+    ]
+    assert "Machine: 2 cores" in md and "- shared machine" in md
