@@ -78,14 +78,48 @@ def wait_for_port(
     raise TimeoutError(f"nothing listening on {host}:{port} after {timeout:.0f} s")
 
 
+# A child that dies is started again (the worker, the API or Temporal: each resumes from durable
+# state), but one that keeps dying is a real fault: after this many restarts within the window,
+# `up` stops everything and reports it.
+MAX_RESTARTS = 5
+RESTART_WINDOW_SECONDS = 300.0
+
+
+class RestartBudget:
+    """Per child: restarts allowed, with a growing delay (1, 2, 4, … s, at most 30 s)."""
+
+    def __init__(
+        self, max_restarts: int = MAX_RESTARTS, window: float = RESTART_WINDOW_SECONDS
+    ) -> None:
+        self.max_restarts = max_restarts
+        self.window = window
+        self._history: dict[str, list[float]] = {}
+
+    def next_delay(self, name: str, now: float) -> float | None:
+        """Seconds to wait before restarting `name` now, or None when its budget is spent."""
+        recent = [t for t in self._history.get(name, []) if now - t < self.window]
+        if len(recent) >= self.max_restarts:
+            return None
+        self._history[name] = [*recent, now]
+        return min(30.0, float(2 ** len(recent)))
+
+
 class Supervisor:
     def __init__(self, log_dir: Path) -> None:
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
         self.log_dir = log_dir
+        self._specs: dict[str, tuple[list[str], dict[str, str] | None]] = {}
+
+    def restart(self, name: str) -> subprocess.Popen[bytes]:
+        """Start `name` again with the command and environment it was first started with."""
+        cmd, env = self._specs[name]
+        self.children = [(n, p) for n, p in self.children if n != name]
+        return self.spawn(name, cmd, env)
 
     def spawn(
         self, name: str, cmd: list[str], env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
+        self._specs[name] = (cmd, env)
         with (self.log_dir / f"{name}.log").open("ab") as log:
             proc = subprocess.Popen(
                 cmd,
@@ -96,7 +130,10 @@ class Supervisor:
                 start_new_session=True,  # Ctrl-C reaches only us; we stop children in order
                 preexec_fn=_die_with_parent,
             )
+        # Keep start order (stop_all stops in reverse): a restarted child takes its old place.
+        order = list(self._specs)
         self.children.append((name, proc))
+        self.children.sort(key=lambda c: order.index(c[0]))
         return proc
 
     def first_exited(self) -> tuple[str, int] | None:
@@ -173,15 +210,31 @@ def run_up(settings: Settings, with_docker: bool = True) -> int:
             "Press Ctrl-C to stop.",
             flush=True,
         )
+        budget = RestartBudget()
         while not stopping["flag"]:
             exited = sup.first_exited()
             if exited:
+                name, code = exited
+                delay = budget.next_delay(name, time.monotonic())
+                if delay is None:
+                    print(
+                        f"{name} exited with {code} again ({budget.max_restarts} restarts in "
+                        f"{budget.window:.0f} s); giving up, see {log_dir}/{name}.log",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    return 1
                 print(
-                    f"{exited[0]} exited with {exited[1]}; see {log_dir}/{exited[0]}.log",
+                    f"{name} exited with {code}; restarting it in {delay:.0f} s "
+                    f"(see {log_dir}/{name}.log)",
                     file=sys.stderr,
                     flush=True,
                 )
-                return 1
+                _sleep_unless(stopping, delay)
+                if stopping["flag"]:
+                    break
+                proc = sup.restart(name)
+                print(f"  restarted {name} (pid {proc.pid})", flush=True)
             time.sleep(0.5)
         return 0
     except (subprocess.CalledProcessError, RuntimeError, TimeoutError) as exc:
@@ -191,6 +244,12 @@ def run_up(settings: Settings, with_docker: bool = True) -> int:
         print("AInTandem: stopping", flush=True)
         sup.stop_all()
         print("AInTandem: stopped", flush=True)
+
+
+def _sleep_unless(stopping: dict[str, bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not stopping["flag"] and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 def _connect_host(host: str) -> str:

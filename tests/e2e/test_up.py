@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -111,3 +114,51 @@ def test_up_serves_the_api_stops_cleanly_and_keeps_data(tmp_path: Path) -> None:
             ]
     finally:
         assert stack.stop() == 0
+
+
+def _child(stack: Stack, role: str) -> int:
+    """The pid of `up`'s `python -m cli.main <role>` child."""
+    for pid in _descendants(stack.proc.pid):  # type: ignore[union-attr]
+        with contextlib.suppress(OSError):
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if argv[-3:-1] == [b"cli.main", role.encode()] and _alive(pid):
+                return pid
+    raise AssertionError(f"no {role} process under `up`")
+
+
+def _wait_for(what: str, check: Any, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, AssertionError):
+            result = check()
+            if result:
+                return result
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_up_restarts_a_child_that_dies(tmp_path: Path) -> None:
+    """A crashed worker or API is started again (with a short back-off) instead of taking the
+    whole platform down; what they serve comes back and `up` still stops cleanly."""
+    stack = Stack(tmp_path / "data")
+    stack.start()
+    try:
+        worker_metrics = f"http://127.0.0.1:{stack.env['AINTANDEM_WORKER_METRICS_PORT']}/metrics"
+        _wait_for("the worker's metrics", lambda: httpx.get(worker_metrics).status_code == 200)
+        for role, probe in (
+            ("worker", lambda: httpx.get(worker_metrics).status_code == 200),
+            ("api", lambda: httpx.get(f"{stack.api_url}/system/info").status_code == 200),
+        ):
+            old = _child(stack, role)
+            os.kill(old, signal.SIGKILL)
+            _wait_for(
+                f"`up` to restart the {role}",
+                lambda role=role: f"restarted {role}" in stack.log.read_text(),
+            )
+            new = _wait_for(f"a new {role} process", lambda role=role: _child(stack, role))
+            assert new != old and not _alive(old)
+            _wait_for(f"the restarted {role} to serve", probe)
+        assert stack.proc.poll() is None, stack.log.read_text()  # type: ignore[union-attr]
+    finally:
+        code = stack.stop()
+    assert code == 0, stack.log.read_text()
