@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 VERSION = "0.1.0"
 API_PREFIX = "/api/v1"
@@ -48,7 +50,9 @@ class Settings(BaseSettings):
     edition: str = "community"
     max_workspaces: int = 10
     max_sandboxes_per_workspace: int = 5
-    admin_emails: list[str] = Field(default_factory=list)
+    # Comma-separated in the environment (README); NoDecode: the env source would otherwise
+    # insist on JSON for a list and refuse to start on `a@example.com,b@example.com`.
+    admin_emails: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # Rate limits (requests per window); the spec's numbers are the defaults.
     rate_limit_enabled: bool = True
@@ -82,7 +86,10 @@ class Settings(BaseSettings):
     @classmethod
     def _split_emails(cls, value: object) -> object:
         if isinstance(value, str):
-            return [e.strip().lower() for e in value.split(",") if e.strip()]
+            # A JSON list works too.
+            value = json.loads(value) if value.lstrip().startswith("[") else value.split(",")
+        if isinstance(value, list):
+            return [e.strip().lower() for e in value if isinstance(e, str) and e.strip()]
         return value
 
     @property
