@@ -12,7 +12,7 @@ from api.app import create_app
 from config.settings import Settings
 from tests.conftest import PG_ADMIN_DSN, app_client, assert_error, new_account
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.chaos, pytest.mark.postgres]
 
 
 def _outage(dbname: str, refuse: bool) -> None:

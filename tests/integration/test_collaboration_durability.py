@@ -30,7 +30,7 @@ from tests.unit.test_llm_providers import FakeProvider, fake_server
 from worker.main import build_activities, build_worker
 from worker.search_attributes import ensure_search_attributes
 
-pytestmark = [pytest.mark.docker, pytest.mark.temporal]
+pytestmark = [pytest.mark.chaos, pytest.mark.docker, pytest.mark.temporal]
 __all__ = ["fake_server"]
 
 

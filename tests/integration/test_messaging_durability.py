@@ -51,6 +51,7 @@ async def _counts(database_url: str, sandbox_id: str) -> tuple[int, int, int]:
     return delivered or 0, failed or 0, received or 0
 
 
+@pytest.mark.chaos
 async def test_worker_sigkill_with_messages_in_flight_delivers_each_exactly_once(
     database_url: str, tmp_path: Path, temporal_env: Any
 ) -> None:

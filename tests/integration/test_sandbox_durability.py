@@ -50,6 +50,7 @@ def _start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         )
 
 
+@pytest.mark.chaos
 async def test_worker_killed_mid_provision_reaches_running_exactly_once(
     database_url: str, tmp_path: Path, temporal_env: Any
 ) -> None:
