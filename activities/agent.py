@@ -11,7 +11,14 @@ from temporalio.exceptions import ApplicationError
 
 from activities.docker_runtime import DockerRuntime, DockerRuntimeError
 from activities.messaging import DELIVERIES, message_event_data, publish_to_both
-from domain.agent import SANDBOX_TOOLS, TOOL_NAMES, AgentTurnPlan, ResponseRecord, ToolInvocation
+from domain.agent import (
+    SANDBOX_TOOLS,
+    TOOL_NAMES,
+    AgentTurnPlan,
+    ResponseRecord,
+    ToolInvocation,
+    agent_named,
+)
 from domain.ids import Prefix, new_id
 from domain.llm import AgentTurnRequest, ChatMessage, LLMProviderConfig, offline_provider
 from domain.messages import MessageStatus
@@ -19,12 +26,6 @@ from domain.timeutil import utcnow
 from store.models import Message, Sandbox, Workspace
 
 MAX_TOOL_OUTPUT = 16_000  # characters of a tool result handed back to the model
-
-
-def _agent(sandbox: Sandbox, name: str | None) -> dict[str, object]:
-    cfg = sandbox.agent_config or {}
-    agents = [cfg.get("primary_agent") or {}, *(cfg.get("sub_agents") or [])]
-    return next((a for a in agents if a.get("name") == name), agents[0])
 
 
 def choose_provider(ws: Workspace, sandbox: Sandbox, agent: dict[str, object]) -> LLMProviderConfig:
@@ -89,7 +90,7 @@ class AgentActivities:
             sender = await session.scalar(
                 select(Sandbox.name).where(Sandbox.id == m.from_sandbox_id)
             )
-            agent = _agent(sandbox, m.to_agent)
+            agent = agent_named(sandbox.agent_config, m.to_agent)
             # A collaboration step carries its prompt as text; other content goes as JSON.
             text = (m.content or {}).get("text")
             incoming = (

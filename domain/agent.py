@@ -9,6 +9,20 @@ from domain.llm import AgentTurnRequest, ToolSpec
 
 _PATH = {"type": "string", "description": "path relative to /workspace"}
 
+
+def configured_agents(agent_config: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """A sandbox's agents from its `agent_config`, the primary first (unnamed entries skipped)."""
+    cfg = agent_config or {}
+    agents = [cfg.get("primary_agent") or {}, *(cfg.get("sub_agents") or [])]
+    return [a for a in agents if isinstance(a, dict) and a.get("name")]
+
+
+def agent_named(agent_config: dict[str, Any] | None, name: str | None) -> dict[str, Any]:
+    """The agent called `name`, else the primary (an empty dict when none is configured)."""
+    agents = configured_agents(agent_config)
+    return next((a for a in agents if a["name"] == name), agents[0] if agents else {})
+
+
 # The tools every agent has inside its own sandbox (executed by the agent runtime via exec).
 SANDBOX_TOOLS = [
     ToolSpec(

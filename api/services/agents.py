@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.schemas.agents import AgentMetrics, AgentStatus, DiscoveredAgent, DiscoveredAgents
 from domain import capabilities
+from domain.agent import configured_agents
 from domain.enums import SandboxStatus
 from domain.errors import ValidationFailed
 from domain.ids import Prefix, is_valid
@@ -45,9 +46,7 @@ class _SandboxTallies:
 
 
 def _agents(sb: Sandbox) -> list[dict[str, Any]]:
-    cfg = sb.agent_config or {}
-    agents = [cfg.get("primary_agent") or {}, *(cfg.get("sub_agents") or [])]
-    return [a for a in agents if isinstance(a, dict) and a.get("name")]
+    return configured_agents(sb.agent_config)
 
 
 def _tallies(

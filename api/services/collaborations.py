@@ -33,6 +33,7 @@ from api.services.sandboxes import temporal_client
 from api.temporal import TemporalGateway
 from config.settings import Settings
 from domain import search_attributes as sa
+from domain.agent import configured_agents
 from domain.collaboration import (
     FINISHED,
     CollaborationInput,
@@ -78,8 +79,7 @@ def _field(field: str, message: str) -> ValidationFailed:
 
 
 def _agents(sb: Sandbox) -> list[dict[str, Any]]:
-    cfg = sb.agent_config or {}
-    return [a for a in [cfg.get("primary_agent") or {}, *(cfg.get("sub_agents") or [])] if a]
+    return configured_agents(sb.agent_config)
 
 
 def _participant(sb: Sandbox, agent: dict[str, Any] | None = None) -> Participant:

@@ -25,6 +25,7 @@ from api.services.sandboxes import temporal_client
 from api.temporal import TemporalGateway
 from config.settings import Settings
 from domain import search_attributes as sa
+from domain.agent import configured_agents
 from domain.errors import (
     AuthorizationFailed,
     DomainError,
@@ -88,12 +89,7 @@ def _row(m: Message) -> dict[str, Any]:
 
 
 def _agent_names(sb: Sandbox) -> list[str]:
-    cfg = sb.agent_config or {}
-    return [
-        a["name"]
-        for a in [cfg.get("primary_agent") or {}, *(cfg.get("sub_agents") or [])]
-        if a.get("name")
-    ]
+    return [str(a["name"]) for a in configured_agents(sb.agent_config)]
 
 
 def _primary(sb: Sandbox) -> str | None:

@@ -331,3 +331,16 @@ def test_serve_logs_heartbeats_and_stops_on_sigterm(env: dict[str, str], tmp_pat
     assert records[-1]["signal"] == "SIGTERM"
     # The heartbeat goes away with the process, so health no longer reports it healthy.
     assert ok(call(env, "health"))["status"] == "unhealthy"
+
+
+def test_configured_agents_primary_first_and_lookup_by_name() -> None:
+    from domain.agent import agent_named, configured_agents
+
+    cfg = {
+        "primary_agent": {"name": "lead", "role": "Lead"},
+        "sub_agents": [{"name": "qa", "role": "QA"}, {"role": "no name"}],
+    }
+    assert [a["name"] for a in configured_agents(cfg)] == ["lead", "qa"]
+    assert agent_named(cfg, "qa")["role"] == "QA"
+    assert agent_named(cfg, None)["name"] == agent_named(cfg, "missing")["name"] == "lead"
+    assert configured_agents(None) == [] and agent_named({}, "x") == {}
