@@ -56,6 +56,11 @@ class SandboxState:
     reason: str | None = None
     started_at: str | None = None  # ISO 8601; workflow time, not wall clock
     log_cursor: str | None = None  # timestamp of the last container log line recorded
+    # Health checks in a row that could not observe the container (engine unreachable, ...).
+    failed_observations: int = 0
+    # In `error` because the Docker engine went away: the health loop keeps probing and brings
+    # the sandbox back by itself once the engine answers again.
+    engine_lost: bool = False
 
 
 @dataclass

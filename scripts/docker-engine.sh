@@ -80,10 +80,12 @@ dockerd_running() {
     proc_alive "$1" && grep -qx dockerd "/proc/$1/comm" 2>/dev/null
 }
 find_dockerd() {
-    local comm
+    local comm pid
     for comm in /proc/[0-9]*/comm; do
-        if [ "$(cat "$comm" 2>/dev/null)" = dockerd ]; then
-            basename "$(dirname "$comm")"
+        pid="$(basename "$(dirname "$comm")")"
+        # A dockerd that exited but is not reaped yet (a zombie) is not one to wait for.
+        if [ "$(cat "$comm" 2>/dev/null)" = dockerd ] && proc_alive "$pid"; then
+            echo "$pid"
             return 0
         fi
     done

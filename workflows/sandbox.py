@@ -35,6 +35,13 @@ with workflow.unsafe.imports_passed_through():
     from workflows import policies as p
 
 NOT_READY = "SandboxNotReady"
+# What the observe activity fails with when the Docker engine cannot be reached at all
+# (activities/docker_runtime.DockerUnavailable, named by its class).
+ENGINE_UNREACHABLE = "DockerUnavailable"
+# Other observation failures (engine errors, timeouts) are tolerated this many ticks in a row.
+MAX_FAILED_OBSERVATIONS = 3
+# Histories recorded before this patch kept `running` however long the engine was away.
+ENGINE_OUTAGE_PATCH = "engine-outage-is-an-error"
 
 _EVENT_FOR = {
     S.RUNNING: "sandbox_started",
@@ -83,7 +90,7 @@ class SandboxWorkflow:
                 async with self._docker_lock:
                     if not self._deleting:
                         await self._perform(op)
-            elif self._state.status == S.RUNNING and not self._deleting:
+            elif self._observed() and not self._deleting:
                 async with self._docker_lock:
                     await self._health_tick()
             ticks += 1
@@ -214,9 +221,19 @@ class SandboxWorkflow:
             env=dict(inp.environment),
         )
 
-    async def _transition(self, status: str, reason: str | None = None) -> None:
+    def _observed(self) -> bool:
+        """Whether the health loop looks at the container (an engine-lost `error` too)."""
+        st = self._state
+        return st.status == S.RUNNING or (st.status == S.ERROR and st.engine_lost)
+
+    async def _transition(
+        self, status: str, reason: str | None = None, *, engine_lost: bool = False
+    ) -> None:
         st = self._state
         st.status, st.reason = status, reason
+        # Any other transition (a user's start/stop/restart, a recovery) ends the engine-lost
+        # mode; set before the first await, so an update interleaving here sees it already.
+        st.engine_lost = engine_lost
         st.version += 1
         if status == S.RUNNING:
             st.started_at = workflow.now().isoformat()
@@ -286,6 +303,7 @@ class SandboxWorkflow:
 
     async def _health_tick(self) -> None:
         st = self._state
+        lost = st.engine_lost
         try:
             obs = await workflow.execute_activity(
                 "sandbox_observe",
@@ -294,8 +312,18 @@ class SandboxWorkflow:
                 retry_policy=p.OBSERVE_RETRY,
                 result_type=Observation,
             )
-        except ActivityError:
-            return  # the engine hiccuped; the next tick looks again
+        except ActivityError as err:
+            # Before the patch a failed observation was ignored ("the next tick looks again"),
+            # so with the engine gone the sandbox stayed `running` for as long as the outage
+            # lasted while its container was not running at all.
+            if workflow.patched(ENGINE_OUTAGE_PATCH):
+                await self._observation_failed(err)
+            return
+        st.failed_observations = 0
+        if lost:
+            if st.engine_lost:  # no start/stop/restart arrived meanwhile: that one decides
+                await self._engine_back(obs)
+            return
         if obs.logs:
             st.log_cursor = obs.logs[-1].timestamp.isoformat()
         await workflow.execute_activity(
@@ -319,6 +347,48 @@ class SandboxWorkflow:
         st.restart_count += 1
         await self._transition(S.RESTARTING, reason)
         await self._bring_up(S.RESTARTING)
+
+    async def _observation_failed(self, err: ActivityError) -> None:
+        """`running` is a claim about the container: one that cannot be checked is withdrawn.
+        An unreachable engine (connection refused, socket gone) is not a hiccup: `error` at
+        once. Other failures get a few ticks. Either way the loop keeps probing."""
+        st = self._state
+        st.failed_observations += 1
+        if st.status != S.RUNNING:
+            return  # already in error: wait for the engine
+        unreachable = _error_type(err) == ENGINE_UNREACHABLE
+        if unreachable or st.failed_observations >= MAX_FAILED_OBSERVATIONS:
+            reason = _reason(err)  # "Docker engine unreachable: ..." when it is
+            if not unreachable:
+                reason = f"health check failed {st.failed_observations} times in a row: {reason}"
+            await self._transition(S.ERROR, reason, engine_lost=True)
+
+    async def _engine_back(self, obs: Observation) -> None:
+        """The container can be observed again after an outage: make the status match it."""
+        st = self._state
+        if obs.logs:
+            st.log_cursor = obs.logs[-1].timestamp.isoformat()
+        await workflow.execute_activity(
+            "sandbox_record_observation",
+            ObservationRecord(self._sid, self._input.workspace_id, workflow.now().isoformat(), obs),
+            start_to_close_timeout=p.STORE_TIMEOUT,
+            retry_policy=p.STORE_RETRY,
+        )
+        if obs.state.running:  # it ran through the outage (e.g. the engine's live-restore)
+            await self._transition(S.RUNNING)
+            return
+        # Stopped with the engine (no live-restore) or gone: bring it back, as after a crash.
+        st.restart_count += 1
+        st.consecutive_failures = 0
+        await self._transition(
+            S.RESTARTING, f"Docker engine was unreachable; {_exit_reason(obs.state)}"
+        )
+        await self._bring_up(S.RESTARTING)
+
+
+def _error_type(err: ActivityError) -> str | None:
+    cause = err.cause
+    return cause.type if isinstance(cause, ApplicationError) else None
 
 
 def _exit_reason(state: ContainerState) -> str:
