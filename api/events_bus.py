@@ -23,6 +23,7 @@ import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import psycopg
 from sqlalchemy import func, select
@@ -250,8 +251,7 @@ class EventBus:
         while True:
             try:
                 if not self._ready.is_set():
-                    async with self._sessions() as session:
-                        self.cursor = await session.scalar(select(func.max(Event.id))) or 0
+                    self.cursor = await self._start_cursor()
                     self._ready.set()
                 while await self._poll():
                     pass  # a full page: more are waiting
@@ -269,6 +269,19 @@ class EventBus:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), wait)
             self._wakeup.clear()
+
+    async def _start_cursor(self) -> int:
+        """Where dispatch starts: the newest event, on SQLite. On PostgreSQL an id below the
+        newest committed one may still be in flight (a worker writing while this API starts):
+        start below every event of the last `events_gap_timeout_seconds` and let the hole rule
+        deliver them in order, as it does for holes met later (no subscriber exists yet, so
+        nothing is sent twice)."""
+        stmt = select(func.max(Event.id))
+        if not self._ordered_commits:
+            cutoff = utcnow() - timedelta(seconds=self._settings.events_gap_timeout_seconds)
+            stmt = stmt.where(Event.created_at < cutoff)
+        async with self._sessions() as session:
+            return await session.scalar(stmt) or 0
 
     async def _poll(self) -> bool:
         """Dispatch what is new; True when a full page was read (call again at once)."""

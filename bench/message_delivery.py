@@ -1160,7 +1160,7 @@ async def run(ctx: BenchContext) -> list[Result]:
         f"{NAME}: e2e = client send → delivered_at (ours) / written_at (baselines); ack = 202 "
         f"round trip (ours), start_workflow RPC (wf/msg), signal RPC (signals)",
         f"{NAME}: {OURS} = API and worker as processes of their own (as `aintandem up` runs "
-        f"them; their CPU is 'cpu api+worker processes'); {ONE_PROCESS} = load generator, API "
+        f"them; 'cpu ms per message' rows), {ONE_PROCESS} = load generator, API "
         f"(uvicorn thread), platform worker and baseline worker in this one Python process (one "
         f"GIL), instrumented for the profile rows; load average "
         f"{load_before[0]:.1f} before, {load_after[0]:.1f} after (machine shared)",
@@ -1399,6 +1399,30 @@ def _results(
                     else {},
                 )
             )
+
+    # What a message costs in CPU on the deployed topology, per process (all on this machine).
+    for mode in modes:
+        ph = _find(phases, OURS, mode.name)
+        rate = ph.delivered_per_s() if ph is not None else None
+        if ph is None or not rate or (mode.rate is None and mode.concurrency == 1):
+            continue
+        for key, label in (
+            ("api process %", "API process"),
+            ("worker process %", "worker process"),
+            ("temporal server %", "Temporal server"),
+            ("bench process %", "load generator"),
+        ):
+            if key in ph.cpu:
+                rows.append(
+                    Result(
+                        NAME,
+                        f"{mode.name} cpu ms per message: {label}",
+                        10 * ph.cpu[key] / rate,
+                        None,
+                        None,
+                        note="cost: cpu time / delivered message",
+                    )
+                )
 
     # Where the time goes (the instrumented one-process deployment): the 202 path (wrappers),
     # the inbox (history + DB wrappers), CPU.

@@ -593,6 +593,34 @@ async def test_postgres_insert_notifies_the_bus(
                 assert time.monotonic() - started < 2  # not the 30 s poll
 
 
+async def test_postgres_event_in_flight_while_the_api_starts_is_delivered(
+    database_url: str, data_dir: Path, db: async_sessionmaker[AsyncSession]
+) -> None:
+    """A worker's transaction holds id N while a later id N+1 commits, and the API (re)starts in
+    between: the bus must not start after N+1 and skip N once it commits."""
+    if is_sqlite(database_url):
+        pytest.skip("SQLite commits ids in order")
+    settings = ws_settings(database_url, data_dir, events_gap_timeout_seconds=10)
+    async with running(settings, db) as e:
+        acc = await e.account()
+        wid, sid = await e.sandbox(acc)
+    async with db() as slow:
+        early = events.append(
+            slow, channel="events", event="early", data={}, workspace_id=wid, sandbox_id=sid
+        )
+        await slow.flush()  # id allocated, not committed
+        late = await e.append(wid, sid, 1)  # committed before the API starts
+        assert late[0] > early.id
+        async with (
+            running(settings, db) as e2,
+            connect(e2.url(f"/ws/sandboxes/{sid}", token=acc.access_token)) as ws,
+        ):
+            await connected(ws)
+            await slow.commit()
+            got = await recv_events(ws, 2, within=8)
+    assert [g["id"] for g in got] == [early.id, late[0]]
+
+
 async def test_postgres_ids_committed_out_of_order_are_delivered_in_order(
     database_url: str, data_dir: Path, db: async_sessionmaker[AsyncSession]
 ) -> None:
