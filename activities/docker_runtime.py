@@ -113,6 +113,32 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+def _close_sockets_of_failed_connects() -> None:
+    """docker-py 7's `UnixHTTPConnection.connect` leaves its socket open when connecting fails
+    (the engine is stopped, its socket gone): every health probe during an outage leaked a file
+    descriptor until garbage collection. Same connect, but the socket is closed on failure."""
+    from docker.transport.unixconn import UnixHTTPConnection
+
+    if getattr(UnixHTTPConnection.connect, "closes_on_failure", False):
+        return
+
+    def connect(self: Any) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.unix_socket)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+    connect.closes_on_failure = True  # type: ignore[attr-defined]
+    UnixHTTPConnection.connect = connect  # type: ignore[method-assign]
+
+
+_close_sockets_of_failed_connects()
+
+
 def _translate_errors(fn: Callable[P, R]) -> Callable[P, R]:
     """Map docker-py/requests failures onto this module's exceptions."""
 

@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +46,7 @@ from store.db import create_engine, session_factory
 from store.migrate import upgrade
 from store.models import Event
 from tests.conftest import make_settings, temporal_address
+from tests.integration.conftest import eventually
 from tests.live_stack import ROOT, free_port
 from worker.main import build_activities, build_worker
 
@@ -138,22 +139,6 @@ class Follower:
             except (OSError, InvalidHandshake, TimeoutError) as exc:
                 self.drops.append(repr(exc))  # the API is down: try again shortly
             await asyncio.sleep(0.2)
-
-
-async def eventually(
-    fetch: Callable[[], Awaitable[Any]],
-    done: Callable[[Any], bool],
-    timeout: float,
-    what: str,
-) -> Any:
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = await fetch()
-        if done(value):
-            return value
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}; last value: {value}")
 
 
 async def until(

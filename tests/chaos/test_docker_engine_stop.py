@@ -19,7 +19,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +44,7 @@ from store.db import create_engine, session_factory
 from store.migrate import upgrade
 from store.models import Event
 from tests.conftest import app_client, make_settings, new_account, temporal_address
+from tests.integration.conftest import eventually
 from tests.live_stack import ROOT
 from worker.main import build_activities, build_worker
 from workflows.sandbox import SandboxWorkflow
@@ -55,19 +56,6 @@ HEALTH_INTERVAL = 1.0
 # The claim must go within a few health ticks of the engine's exit (a tick, the observe
 # activity failing at once on the missing socket, one status write).
 WITHDRAWN_WITHIN = 5 * HEALTH_INTERVAL
-
-
-async def eventually(
-    fetch: Callable[[], Awaitable[Any]], done: Callable[[Any], bool], timeout: float, what: str
-) -> Any:
-    deadline = time.monotonic() + timeout
-    value = None
-    while time.monotonic() < deadline:
-        value = await fetch()
-        if done(value):
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}; last value: {value}")
 
 
 # -- the real engine ------------------------------------------------------------------------------
