@@ -324,14 +324,7 @@ class SandboxWorkflow:
             if st.engine_lost:  # no start/stop/restart arrived meanwhile: that one decides
                 await self._engine_back(obs)
             return
-        if obs.logs:
-            st.log_cursor = obs.logs[-1].timestamp.isoformat()
-        await workflow.execute_activity(
-            "sandbox_record_observation",
-            ObservationRecord(self._sid, self._input.workspace_id, workflow.now().isoformat(), obs),
-            start_to_close_timeout=p.STORE_TIMEOUT,
-            retry_policy=p.STORE_RETRY,
-        )
+        await self._record(obs)
         if obs.state.running:
             if obs.healthy:
                 st.consecutive_failures = 0
@@ -347,6 +340,17 @@ class SandboxWorkflow:
         st.restart_count += 1
         await self._transition(S.RESTARTING, reason)
         await self._bring_up(S.RESTARTING)
+
+    async def _record(self, obs: Observation) -> None:
+        """Store what a health check saw (status, usage, new log lines) in the read model."""
+        if obs.logs:
+            self._state.log_cursor = obs.logs[-1].timestamp.isoformat()
+        await workflow.execute_activity(
+            "sandbox_record_observation",
+            ObservationRecord(self._sid, self._input.workspace_id, workflow.now().isoformat(), obs),
+            start_to_close_timeout=p.STORE_TIMEOUT,
+            retry_policy=p.STORE_RETRY,
+        )
 
     async def _observation_failed(self, err: ActivityError) -> None:
         """`running` is a claim about the container: one that cannot be checked is withdrawn.
@@ -366,14 +370,7 @@ class SandboxWorkflow:
     async def _engine_back(self, obs: Observation) -> None:
         """The container can be observed again after an outage: make the status match it."""
         st = self._state
-        if obs.logs:
-            st.log_cursor = obs.logs[-1].timestamp.isoformat()
-        await workflow.execute_activity(
-            "sandbox_record_observation",
-            ObservationRecord(self._sid, self._input.workspace_id, workflow.now().isoformat(), obs),
-            start_to_close_timeout=p.STORE_TIMEOUT,
-            retry_policy=p.STORE_RETRY,
-        )
+        await self._record(obs)
         if obs.state.running:  # it ran through the outage (e.g. the engine's live-restore)
             await self._transition(S.RUNNING)
             return
