@@ -6,7 +6,13 @@ connection pool; concurrency by asyncio. The API writes the row (`queued`) and s
 `inbox-{B}`; the inbox checks B's status and runs `inbox_deliver` on batches, which stamps
 `delivered_at`. Latency = client send (wall clock, just before the POST) → the row's
 `delivered_at`, read from the messages table after the run (SQLite keeps microseconds; the API
-rounds to seconds, so it is not polled). The 202 latency is the POST's round trip.
+rounds to seconds, so it is not polled). The 202 latency is the POST's round trip. Ours runs
+twice, on a workspace and sender → target pair of its own each:
+  ours     the deployed topology: `python -m cli.main api` and `... worker` as processes of
+           their own (as `aintandem up` runs them), on the same Temporal server and database,
+           with a task queue of their own; CPU per message per process is reported;
+  ours·1p  API (uvicorn thread) and worker in this process with the load generator (one GIL),
+           instrumented: the profile rows below come from this one.
 
 Baselines, against the same Temporal server, on a task queue and worker of their own in this
 process (sandboxed workflow runner like the platform's worker), writing to a scratch table of the
