@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -143,20 +144,36 @@ def remember_response(
         )
 
 
-async def _undo(session: AsyncSession, message_ids: list[str]) -> None:
-    """Take back messages whose enqueueing Temporal refused (the request answers 503)."""
+@dataclass(frozen=True)
+class Remembered:
+    """The Idempotency-Key a request's answer was stored under, if it sent one."""
+
+    user_id: str
+    key: str | None
+
+
+async def _undo(session: AsyncSession, message_ids: list[str], idem: Remembered) -> None:
+    """Take back a request whose enqueueing Temporal refused (it answers 503): its messages, and
+    the answer stored for its Idempotency-Key, so a retry with that key sends again instead of
+    replaying a 202 for messages that no longer exist."""
     await session.execute(delete(Message).where(Message.id.in_(message_ids)))
+    if idem.key:
+        await session.execute(
+            delete(IdempotencyKey).where(
+                IdempotencyKey.user_id == idem.user_id, IdempotencyKey.key == idem.key
+            )
+        )
     await session.commit()
 
 
 async def _accept(
-    session: AsyncSession, temporal: TemporalGateway, messages: list[Message]
+    session: AsyncSession, temporal: TemporalGateway, messages: list[Message], idem: Remembered
 ) -> None:
     """Signal every inbox after the commit; if Temporal refuses, undo the whole request."""
     try:
         await asyncio.gather(*(signal_inbox(temporal, m) for m in messages))
     except Exception as exc:
-        await _undo(session, [m.id for m in messages])
+        await _undo(session, [m.id for m in messages], idem)
         raise ServiceUnavailable("Could not enqueue the message (Temporal unavailable)") from exc
 
 
@@ -227,10 +244,15 @@ async def send(
     await session.commit()
     if decision.approval_required or m.requires_response:
         await _start_delivery(
-            session, client, settings, m, needs_approval=decision.approval_required
+            session,
+            client,
+            settings,
+            m,
+            Remembered(user.id, idem_key),
+            needs_approval=decision.approval_required,
         )
     else:
-        await _accept(session, temporal, [m])
+        await _accept(session, temporal, [m], Remembered(user.id, idem_key))
     return 202, data
 
 
@@ -264,13 +286,19 @@ def _delivery_start_args(settings: Settings, m: Message, needs_approval: bool) -
 
 
 async def _start_delivery(
-    session: AsyncSession, client: Client, settings: Settings, m: Message, *, needs_approval: bool
+    session: AsyncSession,
+    client: Client,
+    settings: Settings,
+    m: Message,
+    idem: Remembered,
+    *,
+    needs_approval: bool,
 ) -> None:
     """Start the message's own workflow (approval wait); undo the request if Temporal refuses."""
     try:
         await client.start_workflow(**_delivery_start_args(settings, m, needs_approval))
     except Exception as exc:
-        await _undo(session, [m.id])
+        await _undo(session, [m.id], idem)
         raise ServiceUnavailable("Could not enqueue the message (Temporal unavailable)") from exc
 
 
@@ -362,7 +390,7 @@ async def broadcast(
             sandbox_id=sender.id,
         )
     await session.commit()
-    await _accept(session, temporal, messages)
+    await _accept(session, temporal, messages, Remembered(user.id, idem_key))
     return 202, data
 
 
