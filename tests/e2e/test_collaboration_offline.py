@@ -103,4 +103,6 @@ def test_three_sandboxes_collaborate_with_the_offline_model(tmp_path: Path) -> N
                 assert answer["status"] == "responded", answer
                 assert answer["response"]["from_agent"] == TEAM[by_sandbox[step["assignee"]]]
     finally:
-        assert stack.stop() == 0
+        code = stack.stop()
+        stack.remove_sandboxes()
+        assert code == 0

@@ -34,6 +34,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield s
     finally:
         s.stop()
+        s.remove_sandboxes()  # what a test's own cleanup missed
 
 
 @dataclass

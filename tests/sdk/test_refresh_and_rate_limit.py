@@ -33,6 +33,7 @@ def short_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield s
     finally:
         s.stop()
+        s.remove_sandboxes()  # what a test's own cleanup missed
 
 
 class Recording(httpx.AsyncBaseTransport):

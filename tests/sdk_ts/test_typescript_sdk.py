@@ -58,6 +58,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield s
     finally:
         s.stop()
+        s.remove_sandboxes()  # what a test's own cleanup missed
 
 
 def test_typescript_sdk_against_the_live_stack(built_sdk: Path, stack: Stack) -> None:
