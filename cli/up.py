@@ -110,18 +110,25 @@ class Supervisor:
         self.log_dir = log_dir
         self._specs: dict[str, tuple[list[str], dict[str, str] | None]] = {}
 
-    def restart(self, name: str) -> subprocess.Popen[bytes]:
-        """Start `name` again with the command and environment it was first started with."""
-        cmd, env = self._specs[name]
-        self.children = [(n, p) for n, p in self.children if n != name]
-        return self.spawn(name, cmd, env)
-
     def spawn(
         self, name: str, cmd: list[str], env: dict[str, str] | None = None
     ) -> subprocess.Popen[bytes]:
         self._specs[name] = (cmd, env)
+        proc = self._popen(name)
+        self.children.append((name, proc))
+        return proc
+
+    def restart(self, name: str) -> subprocess.Popen[bytes]:
+        """Start `name` again with the command and environment it was first started with, in
+        its old place (stop_all stops in reverse start order)."""
+        proc = self._popen(name)
+        self.children = [(n, proc if n == name else p) for n, p in self.children]
+        return proc
+
+    def _popen(self, name: str) -> subprocess.Popen[bytes]:
+        cmd, env = self._specs[name]
         with (self.log_dir / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(
+            return subprocess.Popen(
                 cmd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -130,11 +137,6 @@ class Supervisor:
                 start_new_session=True,  # Ctrl-C reaches only us; we stop children in order
                 preexec_fn=_die_with_parent,
             )
-        # Keep start order (stop_all stops in reverse): a restarted child takes its old place.
-        order = list(self._specs)
-        self.children.append((name, proc))
-        self.children.sort(key=lambda c: order.index(c[0]))
-        return proc
 
     def first_exited(self) -> tuple[str, int] | None:
         for name, proc in self.children:
