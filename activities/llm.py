@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http
 import json
 import math
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
@@ -27,6 +29,8 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.offline_llm import OfflineModelError, OfflineModelNotInstalled, OfflineModelServer
+from activities.provider_http import guarded_http_client, refusal_in_chain
+from domain.egress import HostAllowList, ProviderAccess, env_ref_refusal, url_refusal
 from domain.enums import LLMProviderName
 from domain.llm import (
     ANTHROPIC_COMPATIBLE,
@@ -122,8 +126,13 @@ SDK_ERRORS = (openai.APIError, anthropic.APIError)
 # -- API keys --------------------------------------------------------------------------------------
 
 
-def resolve_api_key(provider: LLMProviderConfig, env: Mapping[str, str] | None = None) -> str:
-    """The key to send: literal, or the `${NAME}` variable of the worker's environment."""
+def resolve_api_key(
+    provider: LLMProviderConfig,
+    env: Mapping[str, str] | None = None,
+    access: ProviderAccess | None = None,
+) -> str:
+    """The key to send: literal, or the `${NAME}` variable of the worker's environment when the
+    operator allows that name (a config stored before the allow-list existed is refused here)."""
     value = provider.api_key
     if not value and provider.name == OFFLINE_PROVIDER:
         return "offline"  # the local server checks no key
@@ -132,6 +141,9 @@ def resolve_api_key(provider: LLMProviderConfig, env: Mapping[str, str] | None =
     ref = ENV_REF.match(value)
     if ref is None:
         return value
+    refusal = env_ref_refusal(ref.group(1), (access or ProviderAccess()).env_names)
+    if refusal is not None:
+        raise _config_error(f"LLM provider {provider.name!r}: api_key {refusal}")
     resolved = (os.environ if env is None else env).get(ref.group(1))
     if not resolved:
         raise _config_error(
@@ -201,9 +213,8 @@ def llm_error(exc: Exception, provider: str) -> ApplicationError:
     delay = None
     if kind.retryable and isinstance(exc, _STATUS_ERRORS):
         delay = retry_after(exc.response.headers)
-    prefix = f"{provider} HTTP {status}" if status else provider
     return ApplicationError(
-        f"{prefix}: {exc}",
+        _error_summary(exc, provider, status),
         {"provider": provider, "status_code": status},
         type=kind.value,
         non_retryable=not kind.retryable,
@@ -211,32 +222,83 @@ def llm_error(exc: Exception, provider: str) -> ApplicationError:
     )
 
 
+# What of a provider's error body may reach the user: its type and code, as identifiers. The
+# body itself never does: a user-chosen base_url could be any server, and its answer is not
+# ours to echo (it would turn the platform into a reader of internal services).
+_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def _error_summary(exc: Exception, provider: str, status: int | None) -> str:
+    """`openai HTTP 400 invalid_request_error/model_not_found`: status, type and code only."""
+    body = getattr(exc, "body", None)
+    error = body.get("error", body) if isinstance(body, dict) else None
+    parts: list[str] = []
+    if isinstance(error, dict):
+        for key in ("type", "code"):
+            value = error.get(key)
+            if isinstance(value, (str, int)) and _SAFE_TOKEN.match(str(value)):
+                parts.append(str(value))
+    if status:
+        detail = "/".join(dict.fromkeys(parts)) or _status_phrase(status)
+        return f"{provider} HTTP {status}: {detail}"
+    if isinstance(exc, _TIMEOUT):
+        return f"{provider}: request timed out"
+    if isinstance(exc, _CONNECTION):
+        return f"{provider}: connection failed"
+    return f"{provider}: {type(exc).__name__}"
+
+
+def _status_phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "error"
+
+
 # -- clients ---------------------------------------------------------------------------------------
 
 
 class LLMClients:
-    """SDK clients, one per (protocol, base URL, key), so calls reuse connection pools."""
+    """SDK clients, one per (protocol, base URL, key, guard), so calls reuse connection pools.
+
+    `guard` is the operator's host allow-list for a user-chosen base URL: such a client
+    connects only to addresses it allows (`activities.provider_http`); None for the platform's
+    own URLs (public provider endpoints, the worker's offline model)."""
 
     def __init__(self) -> None:
-        self._openai: dict[tuple[str, str], openai.AsyncOpenAI] = {}
-        self._anthropic: dict[tuple[str, str], anthropic.AsyncAnthropic] = {}
+        self._openai: dict[tuple[str, str, HostAllowList | None], openai.AsyncOpenAI] = {}
+        self._anthropic: dict[tuple[str, str, HostAllowList | None], anthropic.AsyncAnthropic] = {}
 
-    def openai(self, base_url: str, api_key: str, timeout: float) -> openai.AsyncOpenAI:
-        client = self._openai.get((base_url, api_key))
+    def openai(
+        self, base_url: str, api_key: str, timeout: float, guard: HostAllowList | None = None
+    ) -> openai.AsyncOpenAI:
+        key = (base_url, api_key, guard)
+        client = self._openai.get(key)
         if client is None:
             client = openai.AsyncOpenAI(
-                base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout
+                base_url=base_url,
+                api_key=api_key,
+                max_retries=0,
+                timeout=timeout,
+                http_client=guarded_http_client(guard) if guard is not None else None,
             )
-            self._openai[(base_url, api_key)] = client
+            self._openai[key] = client
         return client
 
-    def anthropic(self, base_url: str, api_key: str, timeout: float) -> anthropic.AsyncAnthropic:
-        client = self._anthropic.get((base_url, api_key))
+    def anthropic(
+        self, base_url: str, api_key: str, timeout: float, guard: HostAllowList | None = None
+    ) -> anthropic.AsyncAnthropic:
+        key = (base_url, api_key, guard)
+        client = self._anthropic.get(key)
         if client is None:
             client = anthropic.AsyncAnthropic(
-                base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout
+                base_url=base_url,
+                api_key=api_key,
+                max_retries=0,
+                timeout=timeout,
+                http_client=guarded_http_client(guard) if guard is not None else None,
             )
-            self._anthropic[(base_url, api_key)] = client
+            self._anthropic[key] = client
         return client
 
     async def aclose(self) -> None:
@@ -459,12 +521,16 @@ async def complete(
     env: Mapping[str, str] | None = None,
     clients: LLMClients | None = None,
     offline_base_url: str | None = None,
+    access: ProviderAccess | None = None,
 ) -> LLMResult:
     """One model call for `req` (no retries, no tool execution).
 
     `env` resolves `${VAR}` api keys (default: this process's environment); `clients` reuses
     SDK clients across calls (default: a client for this call only); `offline_base_url` is where
-    the `offline` provider listens when its config names no URL. Failures raise
+    the `offline` provider listens when its config names no URL; `access` is the operator's
+    allow-list of `${VAR}` names and internal hosts (default: provider key names, no internal
+    host). A base URL the config names (a user's choice) is checked before the call and at
+    every connection; the platform's own URLs are not. Failures raise
     `ApplicationError` with an `LLMErrorType` as type, non-retryable when retrying cannot help.
     """
     cfg = req.provider
@@ -472,21 +538,29 @@ async def complete(
         raise _config_error(f"unknown LLM provider {cfg.name!r}")
     if not cfg.model:
         raise _config_error(f"LLM provider {cfg.name!r} has no model")
-    api_key = resolve_api_key(cfg, env)
+    access = access or ProviderAccess()
+    api_key = resolve_api_key(cfg, env, access)
     base_url = _base_url(cfg, offline_base_url)
+    guard: HostAllowList | None = None
+    if cfg.base_url:
+        guard = access.hosts
+        if (refusal := url_refusal(base_url, guard)) is not None:
+            raise _config_error(f"LLM provider {cfg.name!r}: base_url {refusal}")
     pool = clients or LLMClients()
     try:
         if cfg.protocol == "anthropic":
-            client_a = pool.anthropic(base_url, api_key, cfg.timeout_seconds)
+            client_a = pool.anthropic(base_url, api_key, cfg.timeout_seconds, guard)
             result = await _anthropic_call(client_a, req)
         else:
             official = (
                 cfg.name == LLMProviderName.OPENAI
                 and base_url == DEFAULT_BASE_URLS[LLMProviderName.OPENAI]
             )
-            client_o = pool.openai(base_url, api_key, cfg.timeout_seconds)
+            client_o = pool.openai(base_url, api_key, cfg.timeout_seconds, guard)
             result = await _openai_call(client_o, req, official)
     except SDK_ERRORS as exc:
+        if (refused := refusal_in_chain(exc)) is not None:
+            raise _config_error(f"LLM provider {cfg.name!r}: base_url {refused}") from exc
         raise llm_error(exc, cfg.name) from exc
     finally:
         if clients is None:
@@ -523,11 +597,15 @@ class LLMActivities:
     it died; stopping it is left to whoever created it."""
 
     def __init__(
-        self, env: Mapping[str, str] | None = None, offline: OfflineModelServer | None = None
+        self,
+        env: Mapping[str, str] | None = None,
+        offline: OfflineModelServer | None = None,
+        access: ProviderAccess | None = None,
     ) -> None:
         self._env = env
         self._clients = LLMClients()
         self._offline = offline
+        self._access = access or ProviderAccess()
 
     async def aclose(self) -> None:
         await self._clients.aclose()
@@ -552,7 +630,11 @@ class LLMActivities:
             async with _heartbeating():
                 offline_url = await self._offline_url(req.provider)
                 result = await complete(
-                    req, env=self._env, clients=self._clients, offline_base_url=offline_url
+                    req,
+                    env=self._env,
+                    clients=self._clients,
+                    offline_base_url=offline_url,
+                    access=self._access,
                 )
             outcome = "ok"
             LLM_TOKENS.labels(provider, "input").inc(result.input_tokens)

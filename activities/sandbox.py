@@ -189,6 +189,13 @@ class SandboxActivities:
             }
             if rec.status in ("stopped", "error"):
                 values["health_status"] = "unknown" if rec.status == "stopped" else "unhealthy"
+            elif rec.status == "running":
+                # Every way into `running` has just seen the runtime (a start returns only once
+                # its health probe answered; a recovery after an observation of the running
+                # container): that is the first heartbeat, so `running` never shows health
+                # `unknown` for a whole health interval. The next tick re-judges it.
+                values["health_status"] = "healthy"
+                values["last_heartbeat"] = utcnow()
             result = await session.execute(
                 update(Sandbox)
                 .where(Sandbox.id == rec.sandbox_id, Sandbox.status_version < rec.version)

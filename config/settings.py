@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from domain.egress import DEFAULT_ENV_ALLOWLIST, ProviderAccess
 
 VERSION = "0.1.0"
 API_PREFIX = "/api/v1"
@@ -62,6 +66,28 @@ class Settings(BaseSettings):
     rate_limit_message_per_hour: int = 1000
     websocket_max_connections_per_user: int = 10
 
+    # -- tenant isolation (see the README's security section) --
+    # `${NAME}` in a workspace's provider api_key / MCP env resolves only for these names: any
+    # other name is refused at PUT /config (else any user could read the worker's environment).
+    provider_env_allowlist: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_ENV_ALLOWLIST)
+    )
+    # Hosts (names, IPs or CIDRs) a provider base_url may name although they are loopback,
+    # link-local or private: a local model server is an operator's choice, never a user's.
+    provider_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Client addresses whose X-Forwarded-For/-Proto are believed (uvicorn's forwarded_allow_ips,
+    # comma-separated, "*" for any). Empty: none, so the auth rate limit keys on the peer.
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Temporal payloads are encrypted (AES-256-GCM) with this key (base64 of 32 bytes); None:
+    # generated once into data_dir like the JWT secret. Older keys (comma-separated) still
+    # decrypt, so a key can be rotated without losing histories.
+    payload_key: SecretStr | None = None
+    payload_old_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    payload_encryption: bool = True
+    # Origins allowed to call the codec server (/api/v1/codec/*): the Temporal UI's. Empty: the
+    # embedded UI's own origins (http://127.0.0.1:{temporal_ui_port}, http://localhost:…).
+    codec_cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     sandbox_image: str = "aintandem/sandbox:latest"
     # How long a message waits for its target sandbox to run before it fails.
     message_max_wait_seconds: float = 300.0
@@ -81,6 +107,23 @@ class Settings(BaseSettings):
     events_notify_channel: str = "aintandem_events"
     # PostgreSQL with LISTEN up: NOTIFY wakes the bus; this slower poll is only a safety net.
     events_listen_poll_interval_seconds: float = 2.0
+
+    @field_validator(
+        "provider_env_allowlist",
+        "provider_allowed_hosts",
+        "forwarded_allow_ips",
+        "payload_old_keys",
+        "codec_cors_origins",
+        mode="before",
+    )
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        """Comma-separated in the environment (a JSON list works too)."""
+        if isinstance(value, str):
+            value = json.loads(value) if value.lstrip().startswith("[") else value.split(",")
+        if isinstance(value, list):
+            return [v.strip() for v in value if isinstance(v, str) and v.strip()]
+        return value
 
     @field_validator("admin_emails", mode="before")
     @classmethod
@@ -117,12 +160,41 @@ class Settings(BaseSettings):
             return self.jwt_secret.get_secret_value()
         return _persisted_secret(self.data_dir / "jwt_secret")
 
+    def provider_access(self) -> ProviderAccess:
+        return ProviderAccess.of(self.provider_env_allowlist, self.provider_allowed_hosts)
 
-def _persisted_secret(path: Path) -> str:
+    def payload_keys(self) -> list[bytes]:
+        """AES-256 keys for Temporal payloads: the current one first (encrypts), then the old
+        ones (decrypt only). Configured, or generated once into the data dir."""
+        current = (
+            self.payload_key.get_secret_value()
+            if self.payload_key is not None and self.payload_key.get_secret_value()
+            else _persisted_secret(
+                self.data_dir / "payload_key",
+                lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
+            )
+        )
+        return [_aes_key(current)] + [_aes_key(k.get_secret_value()) for k in self.payload_old_keys]
+
+    def resolved_codec_cors_origins(self) -> list[str]:
+        return self.codec_cors_origins or [
+            f"http://127.0.0.1:{self.temporal_ui_port}",
+            f"http://localhost:{self.temporal_ui_port}",
+        ]
+
+
+def _aes_key(value: str) -> bytes:
+    key = base64.b64decode(value.strip(), validate=True)
+    if len(key) != 32:
+        raise ValueError("a payload key is the base64 of exactly 32 bytes")
+    return key
+
+
+def _persisted_secret(path: Path, generate: Callable[[], str] | None = None) -> str:
     if path.exists():
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_urlsafe(48)
+    value = generate() if generate else secrets.token_urlsafe(48)
     # O_EXCL so two processes starting together agree on one secret.
     try:
         with path.open("x") as fh:

@@ -71,6 +71,9 @@ def make_settings(database_url: str, data_dir: Path, **overrides: Any) -> Settin
         "rate_limit_sandbox_per_hour": 100_000,
         "rate_limit_message_per_hour": 100_000,
         "max_workspaces": 10,
+        # The suites' scripted providers listen on loopback: allowed as an operator allows a
+        # local model server (tests/security sets this back to none to attack it).
+        "provider_allowed_hosts": ["127.0.0.1", "localhost"],
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

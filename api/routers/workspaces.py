@@ -89,7 +89,12 @@ async def get_config(workspace_id: str, user: CurrentUser, session: SessionDep) 
     operation_id="workspace_config_update",
 )
 async def update_config(
-    workspace_id: str, body: WorkspaceConfigUpdate, user: CurrentUser, session: SessionDep
+    workspace_id: str,
+    body: WorkspaceConfigUpdate,
+    user: CurrentUser,
+    session: SessionDep,
+    state: StateDep,
 ) -> Response:
     ws = await service.get_owned(session, workspace_id, user)
-    return ok(await config_service.update(session, ws, body))
+    access = state.settings.provider_access()
+    return ok(await config_service.update(session, ws, body, access))

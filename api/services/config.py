@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.schemas.common import ENV_REF
 from api.schemas.config import (
     MASK,
     LLMProviderOut,
@@ -15,6 +17,9 @@ from api.schemas.config import (
     WorkspaceConfigUpdate,
 )
 from api.services.workspaces import apply_settings_patch, effective_settings
+from domain.egress import ProviderAccess, env_ref_refusal, parse_ip, url_refusal
+from domain.errors import ConfigurationInvalid
+from domain.llm import ENV_REF
 from domain.timeutil import utcnow
 from store.models import Workspace
 
@@ -91,9 +96,74 @@ def _merge_mcp(
     return result
 
 
+# -- what a config may make the worker read and reach -----------------------------------------
+
+# How long PUT /config waits for DNS to judge a base_url host; past that the name is let
+# through and the worker's connection-time check decides.
+DNS_CHECK_SECONDS = 2.0
+
+
+def _invalid(field: str, message: str) -> ConfigurationInvalid:
+    return ConfigurationInvalid(
+        f"{field}: {message}",
+        {"fields": [{"field": field, "message": message, "location": "body"}]},
+    )
+
+
+def _check_env_ref(field: str, value: str | None, access: ProviderAccess) -> None:
+    ref = ENV_REF.match(value or "")
+    if ref is not None and (refusal := env_ref_refusal(ref.group(1), access.env_names)):
+        raise _invalid(field, refusal)
+
+
+async def _resolves_internal(url: str, access: ProviderAccess) -> str | None:
+    """The first internal, not allowed address a base_url's host name resolves to, if any."""
+    host = urlsplit(url).hostname or ""
+    if parse_ip(host) is not None or access.hosts.allows_name(host):
+        return None
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(host, None, type=socket.SOCK_STREAM), DNS_CHECK_SECONDS
+        )
+    except (OSError, TimeoutError):
+        return None  # unknown here; the worker checks every connection anyway
+    for *_, sockaddr in infos:
+        ip = parse_ip(str(sockaddr[0]).split("%")[0])
+        if ip is not None and not access.hosts.allows_address(host, ip):
+            return str(ip)
+    return None
+
+
+async def check_access(body: WorkspaceConfigUpdate, access: ProviderAccess) -> None:
+    """Refuse (422 CONFIGURATION_INVALID, naming the field) a config that would make the worker
+    read a variable or reach a host the operator did not allow. Nothing is stored before."""
+    for i, provider in enumerate(body.llm_providers or []):
+        _check_env_ref(f"llm_providers[{i}].api_key", provider.api_key, access)
+        if provider.base_url is None:
+            continue
+        field = f"llm_providers[{i}].base_url"
+        url = str(provider.base_url)
+        if (refusal := url_refusal(url, access.hosts)) is not None:
+            raise _invalid(field, f"{url} {refusal}")
+        if (internal := await _resolves_internal(url, access)) is not None:
+            raise _invalid(
+                field,
+                f"{url} resolves to an internal address ({internal}); an operator may allow it "
+                "with AINTANDEM_PROVIDER_ALLOWED_HOSTS",
+            )
+    for i, server in enumerate(body.mcp_servers or []):
+        for key, value in server.env.items():
+            _check_env_ref(f"mcp_servers[{i}].env.{key}", value, access)
+
+
 async def update(
-    session: AsyncSession, ws: Workspace, body: WorkspaceConfigUpdate
+    session: AsyncSession,
+    ws: Workspace,
+    body: WorkspaceConfigUpdate,
+    access: ProviderAccess | None = None,
 ) -> WorkspaceConfigOut:
+    await check_access(body, access or ProviderAccess())
     apply_settings_patch(ws, body.settings)
     if body.llm_providers is not None:
         ws.llm_providers = _merge_providers(ws.llm_providers or [], body)

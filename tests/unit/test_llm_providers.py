@@ -29,7 +29,9 @@ from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.llm import LLMActivities, LLMClients, complete, retry_after
+from activities import llm
+from activities.llm import LLMActivities, LLMClients, retry_after
+from domain.egress import HostAllowList, ProviderAccess
 from domain.llm import (
     DEFAULT_BASE_URLS,
     NON_RETRYABLE_LLM_ERRORS,
@@ -42,6 +44,21 @@ from domain.llm import (
     ToolSpec,
     offline_provider,
 )
+
+# The fake provider listens on loopback and these tests name their own variables: the access an
+# operator grants for that (the defaults refuse both; tests/security attacks them).
+TEST_ACCESS = ProviderAccess(
+    env_names=frozenset(
+        {"AINTANDEM_TEST_OPENAI_KEY", "AINTANDEM_TEST_UNSET_KEY", "CLAUDE_KEY", "K"}
+    ),
+    hosts=HostAllowList.parse(["127.0.0.1", "localhost"]),
+)
+
+
+async def complete(req: AgentTurnRequest, **kwargs: Any) -> LLMResult:
+    kwargs.setdefault("access", TEST_ACCESS)
+    return await llm.complete(req, **kwargs)
+
 
 OPENAI_PATH = "/v1/chat/completions"
 ANTHROPIC_PATH = "/v1/messages"
@@ -662,7 +679,7 @@ def sample(name: str, labels: dict[str, str]) -> float:
 
 
 async def test_activity_records_metrics(fake: FakeProvider) -> None:
-    acts = LLMActivities(env={"K": "sk-env"})
+    acts = LLMActivities(env={"K": "sk-env"}, access=TEST_ACCESS)
     env = ActivityEnvironment()
     before = {
         "ok": sample("aintandem_llm_calls_total", {"provider": "glm", "outcome": "ok"}),
