@@ -101,7 +101,7 @@ async def test_mcp_servers_and_policy(
                 "transport": "stdio",
                 "command": "mcp-fs",
                 "args": ["/workspace"],
-                "env": {"TOKEN": "hunter2-secret", "HOME_REF": "${HOME}"},
+                "env": {"TOKEN": "hunter2-secret", "KEY_REF": "${OPENAI_API_KEY}"},
             },
             {
                 "name": "web-search",
@@ -130,7 +130,7 @@ async def test_mcp_servers_and_policy(
         servers["filesystem"]["status"] == "enabled"
         and servers["web-search"]["status"] == "disabled"
     )
-    assert servers["filesystem"]["env"] == {"TOKEN": "********", "HOME_REF": "${HOME}"}
+    assert servers["filesystem"]["env"] == {"TOKEN": "********", "KEY_REF": "${OPENAI_API_KEY}"}
     assert "hunter2-secret" not in r.text
     assert data["collaboration_policy"]["mode"] == "allow_list"
     assert data["collaboration_policy"]["rules"][0]["from"] == "frontend-team"
