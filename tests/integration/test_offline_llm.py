@@ -1,5 +1,7 @@
-"""The offline provider for real: SmolLM2-135M on llama.cpp (xllamacpp) in a child process,
-called through `activities.llm.complete` with both the OpenAI and the Anthropic SDK."""
+"""The offline provider for real: an embedded model on llama.cpp (xllamacpp) in a child process,
+called through `activities.llm.complete` with both the OpenAI and the Anthropic SDK. These
+tests need a model, not a good one: they run the tiny SmolLM2-135M (the default model's quality
+is tested in test_offline_structured.py)."""
 
 from __future__ import annotations
 
@@ -14,17 +16,24 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.llm import LLMActivities, complete
 from activities.offline_llm import (
-    MODEL_NAME,
     OfflineModelError,
     OfflineModelNotInstalled,
     OfflineModelServer,
     available,
 )
+from domain.egress import HostAllowList, ProviderAccess
 from domain.llm import AgentTurnRequest, ChatMessage, LLMProviderConfig
+from domain.offline_models import SMOLLM2_135M
+
+MODEL = SMOLLM2_135M
+MODEL_NAME = MODEL.name
+# The server is the worker's own on loopback: reaching it by URL is an operator's choice.
+LOOPBACK = ProviderAccess(hosts=HostAllowList.parse(["127.0.0.1"]))
 
 ROOT = Path(__file__).resolve().parents[2]
 MAX_TOKENS = 12
@@ -33,9 +42,9 @@ QUESTION = [ChatMessage("user", "What is the capital of France? Answer in one wo
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[OfflineModelServer]:
-    if not available():
+    if not available(MODEL):
         pytest.fail("offline model missing: pip install xllamacpp and run scripts/llm-deps.sh")
-    srv = OfflineModelServer()
+    srv = OfflineModelServer(spec=MODEL)
     srv.start()
     try:
         yield srv
@@ -81,14 +90,16 @@ async def test_openai_protocol(server: OfflineModelServer) -> None:
     )
     explicit = LLMProviderConfig(
         name="openai",
-        api_key="offline",
+        api_key=server.api_key,
         base_url=f"{server.base_url}/v1",
         model=MODEL_NAME,
         temperature=0.0,
         max_tokens=MAX_TOKENS,
     )
-    first = await complete(request(offline), offline_base_url=server.base_url)
-    second = await complete(request(explicit))
+    first = await complete(
+        request(offline), offline_base_url=server.base_url, offline_key=server.api_key
+    )
+    second = await complete(request(explicit), access=LOOPBACK)
 
     assert first.content.strip() and first.content == second.content  # deterministic at 0
     assert first.provider == "offline" and second.provider == "openai"
@@ -103,14 +114,14 @@ async def test_anthropic_protocol(server: OfflineModelServer) -> None:
     # The Anthropic SDK appends /v1/messages to the root URL.
     cfg = LLMProviderConfig(
         name="claude",
-        api_key="offline",
+        api_key=server.api_key,
         base_url=server.base_url,
         model=MODEL_NAME,
         temperature=0.0,
         max_tokens=MAX_TOKENS,
     )
-    first = await complete(request(cfg))
-    second = await complete(request(cfg))
+    first = await complete(request(cfg), access=LOOPBACK)
+    second = await complete(request(cfg), access=LOOPBACK)
 
     assert first.content.strip() and first.content == second.content
     # The second prompt is served from llama.cpp's prompt cache: still counted as input.
@@ -132,7 +143,7 @@ async def test_activity_uses_the_workers_server(server: OfflineModelServer) -> N
 
 
 def test_lifecycle_health_memory_and_stop() -> None:
-    srv = OfflineModelServer(ctx_size=1024)
+    srv = OfflineModelServer(spec=MODEL, ctx_size=1024)
     assert not srv.healthy() and srv.rss_bytes() is None
     base_url = srv.start()
     pid = srv.pid
@@ -166,7 +177,9 @@ def test_server_dies_with_its_parent() -> None:
     """A SIGKILLed worker leaves no model server behind: the child exits on stdin EOF."""
     code = (
         "from activities.offline_llm import OfflineModelServer\n"
-        "s = OfflineModelServer(ctx_size=512); s.start(); print(s.pid, flush=True)\n"
+        "from domain.offline_models import SMOLLM2_135M\n"
+        "s = OfflineModelServer(spec=SMOLLM2_135M, ctx_size=512); s.start()\n"
+        "print(s.pid, flush=True)\n"
         "import time; time.sleep(600)\n"
     )
     parent = subprocess.Popen(
@@ -184,3 +197,14 @@ def test_server_dies_with_its_parent() -> None:
     while not gone(child) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert gone(child)
+
+
+async def test_the_server_answers_only_with_its_key(server: OfflineModelServer) -> None:
+    """Another local process (a sandbox's port forward, another user's shell) cannot use the
+    worker's model: llama.cpp checks the per-start key."""
+    cfg = LLMProviderConfig(
+        name="openai", api_key="guessed", base_url=f"{server.base_url}/v1", model=MODEL_NAME
+    )
+    with pytest.raises(ApplicationError) as info:
+        await complete(request(cfg), access=LOOPBACK)
+    assert info.value.type == "LLMAuthError"
