@@ -22,8 +22,9 @@ from domain.agent import (
 from domain.ids import Prefix, new_id
 from domain.llm import AgentTurnRequest, ChatMessage, LLMProviderConfig, offline_provider
 from domain.messages import MessageStatus
+from domain.structured_replies import ReplyFormat, render, reply_format
 from domain.timeutil import utcnow
-from store.models import Message, Sandbox, Workspace
+from store.models import Collaboration, Message, Sandbox, Workspace
 
 MAX_TOOL_OUTPUT = 16_000  # characters of a tool result handed back to the model
 
@@ -111,6 +112,7 @@ class AgentActivities:
                     )
                 ],
                 tools=list(SANDBOX_TOOLS) if (m.content or {}).get("tools", True) else [],
+                response_schema=fmt.schema if (fmt := await _reply_format(session, m)) else None,
             )
             return AgentTurnPlan(
                 message_id=m.id,
@@ -140,13 +142,18 @@ class AgentActivities:
 
     @activity.defn(name="message_record_response")
     async def record_response(self, rec: ResponseRecord) -> str | None:
-        """Store the reply as a linked message and mark the request responded (once)."""
+        """Store the reply as a linked message and mark the request responded (once). A reply
+        asked for as JSON (a plan, a vote, a peer turn) is stored as the text the collaboration
+        reads (`domain.structured_replies.render`)."""
         async with self._sessions() as session:
             m = await session.get(Message, rec.message_id)
             if m is None:
                 return None
             if m.response_message_id:
                 return m.response_message_id  # a retried activity: already recorded
+            text = rec.content
+            if (fmt := await _reply_format(session, m)) is not None:
+                text = render(fmt.kind, text, await _participant_names(session, m))
             now = utcnow()
             reply = Message(
                 id=new_id(Prefix.MESSAGE),
@@ -157,7 +164,7 @@ class AgentActivities:
                 to_agent=m.from_agent,
                 message_type="response",
                 content={
-                    "text": rec.content,
+                    "text": text,
                     "model": rec.model,
                     "provider": rec.provider,
                     "usage": {"input_tokens": rec.input_tokens, "output_tokens": rec.output_tokens},
@@ -186,3 +193,27 @@ class AgentActivities:
             publish_to_both(session, m, "message_responded", data)
             await session.commit()
             return reply.id
+
+
+async def _collaboration(session: AsyncSession, m: Message) -> Collaboration | None:
+    return await session.get(Collaboration, m.collaboration_id) if m.collaboration_id else None
+
+
+async def _participant_names(session: AsyncSession, m: Message) -> list[str]:
+    col = await _collaboration(session, m)
+    return [str(p.get("name")) for p in (col.participants if col else [])]
+
+
+async def _reply_format(session: AsyncSession, m: Message) -> ReplyFormat | None:
+    """The JSON shape this message's answer must have: only collaboration turns have one."""
+    col = await _collaboration(session, m)
+    if col is None:
+        return None
+    content = m.content or {}
+    return reply_format(
+        col.mode,
+        str(content.get("step", "")),
+        bool(content.get("tools", True)),
+        [str(p.get("name")) for p in col.participants],
+        list(col.requested_deliverables or []),
+    )

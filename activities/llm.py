@@ -44,6 +44,7 @@ from domain.llm import (
     LLMErrorType,
     LLMProviderConfig,
     LLMResult,
+    ResponseSchema,
     ToolCall,
     ToolSpec,
 )
@@ -378,12 +379,117 @@ def _parse_arguments(raw: object) -> dict[str, Any]:
     return parsed if isinstance(parsed, dict) else {"_raw_arguments": raw}
 
 
+# -- structured answers ----------------------------------------------------------------------------
+
+
+def _schema_instruction(schema: ResponseSchema, *, enforced: bool) -> str:
+    """Told to every model: one held to the schema by its server only needs the meaning (a
+    short prompt: the embedded model reads ≈ 35-66 tokens/s); one in plain JSON mode needs the
+    schema itself (DashScope's JSON mode also wants the word JSON in the prompt)."""
+    about = f" ({schema.description})" if schema.description else ""
+    if enforced:
+        fields = ", ".join(schema.schema.get("properties", {}))
+        return f"Your final answer is one JSON object{about} with the fields: {fields}."
+    compact = json.dumps(schema.schema, separators=(",", ":"))
+    return f"Your final answer is one JSON object{about} matching this JSON schema: {compact}"
+
+
+def _response_format(cfg: LLMProviderConfig, req: AgentTurnRequest) -> dict[str, Any] | None:
+    """OpenAI-protocol `response_format` for a turn that asks for a schema: the schema itself
+    where the server enforces it (llama.cpp's grammar for the embedded model, OpenAI's
+    structured outputs), JSON mode for qwen/glm, nothing beside tools there."""
+    rs = req.response_schema
+    if rs is None:
+        return None
+    if cfg.name in (OFFLINE_PROVIDER, LLMProviderName.OPENAI):
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": rs.name, "schema": rs.schema, "strict": False},
+        }
+    return None if req.tools else {"type": "json_object"}
+
+
+# The embedded model writes tool calls as JSON text instead of native `tool_calls`, so its
+# tool loop is schema-constrained too: each reply is exactly one action object.
+_ACTION_FORMAT_HELP = (
+    "Work in steps. Each of your replies is exactly one JSON object: "
+    '{"tool": <tool name>, "arguments": {...}} to use a tool (its result comes back to you), '
+    'or {"final": <your answer>} when you are done. Tools:\n'
+)
+
+
+def _offline_action_format(req: AgentTurnRequest) -> dict[str, Any]:
+    final: dict[str, Any] = (
+        req.response_schema.schema if req.response_schema else {"type": "string", "minLength": 1}
+    )
+    options: list[dict[str, Any]] = [
+        {
+            "type": "object",
+            "properties": {"tool": {"const": t.name}, "arguments": t.parameters},
+            "required": ["tool", "arguments"],
+        }
+        for t in req.tools
+    ]
+    options.append({"type": "object", "properties": {"final": final}, "required": ["final"]})
+    return {"type": "json_schema", "json_schema": {"name": "action", "schema": {"anyOf": options}}}
+
+
+def _offline_action_messages(req: AgentTurnRequest) -> list[dict[str, Any]]:
+    """The conversation in the action protocol's own words: past tool calls as the JSON the
+    model wrote, their results as user turns."""
+    tools = "\n".join(f"- {t.name}: {t.description}" for t in req.tools)
+    system = "\n\n".join(p for p in (req.system_prompt, _ACTION_FORMAT_HELP + tools) if p)
+    out: list[dict[str, Any]] = [{"role": "system", "content": system}]
+    names: dict[str, str] = {}
+    for m in req.messages:
+        if m.role == "assistant" and m.tool_calls:
+            for tc in m.tool_calls:
+                names[tc.id] = tc.name
+                action = {"tool": tc.name, "arguments": tc.arguments}
+                out.append({"role": "assistant", "content": json.dumps(action)})
+        elif m.role == "tool":
+            tool = names.get(m.tool_call_id or "", "the tool")
+            out.append({"role": "user", "content": f"Result of {tool}:\n{m.content}"})
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out
+
+
+def _offline_action_result(content: str, req: AgentTurnRequest) -> tuple[str, list[ToolCall]]:
+    """(final text, tool calls) from one action object; text that is no action is the answer."""
+    try:
+        action = json.loads(content)
+    except ValueError:
+        return content, []
+    if isinstance(action, dict) and isinstance(action.get("tool"), str):
+        call_id = f"call_{len(req.messages)}"
+        return "", [ToolCall(call_id, action["tool"], _parse_arguments(action.get("arguments")))]
+    if isinstance(action, dict) and "final" in action:
+        final = action["final"]
+        return (final if isinstance(final, str) else json.dumps(final, ensure_ascii=False)), []
+    return content, []
+
+
 async def _openai_call(
     client: openai.AsyncOpenAI, req: AgentTurnRequest, official: bool
 ) -> LLMResult:
     cfg = req.provider
     kwargs: dict[str, Any] = {}
-    if req.tools:
+    actions = cfg.name == OFFLINE_PROVIDER and bool(req.tools)
+    messages = _offline_action_messages(req) if actions else _openai_messages(req)
+    if req.response_schema is not None and not actions:
+        fmt = _response_format(cfg, req)
+        enforced = fmt is not None and fmt["type"] == "json_schema"
+        instruction = _schema_instruction(req.response_schema, enforced=enforced)
+        if messages and messages[0]["role"] == "system":
+            messages[0] = {**messages[0], "content": f"{messages[0]['content']}\n\n{instruction}"}
+        else:
+            messages.insert(0, {"role": "system", "content": instruction})
+    if actions:
+        kwargs["response_format"] = _offline_action_format(req)
+    elif (fmt := _response_format(cfg, req)) is not None:
+        kwargs["response_format"] = fmt
+    if req.tools and not actions:
         kwargs["tools"] = _openai_tools(req.tools)
     if cfg.temperature is not None:
         kwargs["temperature"] = cfg.temperature
@@ -395,7 +501,7 @@ async def _openai_call(
     started = time.perf_counter()
     resp = await client.chat.completions.create(
         model=cfg.model,
-        messages=_openai_messages(req),  # type: ignore[arg-type]
+        messages=messages,  # type: ignore[arg-type]
         timeout=cfg.timeout_seconds,
         **kwargs,
     )
@@ -410,10 +516,15 @@ async def _openai_call(
         fn = getattr(tc, "function", None)
         if fn is not None:
             calls.append(ToolCall(id=tc.id, name=fn.name, arguments=_parse_arguments(fn.arguments)))
+    content = choice.message.content or ""
+    if actions:
+        content, calls = _offline_action_result(content, req)
     finish = choice.finish_reason or ("tool_calls" if calls else "stop")
+    if calls and finish == "stop":
+        finish = "tool_calls"
     usage = resp.usage
     return LLMResult(
-        content=choice.message.content or "",
+        content=content,
         tool_calls=calls,
         finish_reason=_OPENAI_FINISH.get(finish, finish),
         input_tokens=usage.prompt_tokens if usage else 0,
@@ -460,13 +571,26 @@ async def _anthropic_call(client: anthropic.AsyncAnthropic, req: AgentTurnReques
     cfg = req.provider
     system, messages = _anthropic_messages(req)
     kwargs: dict[str, Any] = {}
+    rs = req.response_schema
+    if rs is not None:
+        system = "\n\n".join(p for p in (system, _schema_instruction(rs, enforced=True)) if p)
     if system:
         kwargs["system"] = system
-    if req.tools:
-        kwargs["tools"] = [
-            {"name": t.name, "description": t.description, "input_schema": t.parameters}
-            for t in req.tools
-        ]
+    tools = [
+        {"name": t.name, "description": t.description, "input_schema": t.parameters}
+        for t in req.tools
+    ]
+    if rs is not None:
+        # Claude's structured answer: the input of a tool it must call (alone: forced; beside
+        # the sandbox tools: any tool, and calling this one ends the turn).
+        tools.append(
+            {"name": rs.name, "description": rs.description or rs.name, "input_schema": rs.schema}
+        )
+        kwargs["tool_choice"] = (
+            {"type": "tool", "name": rs.name} if not req.tools else {"type": "any"}
+        )
+    if tools:
+        kwargs["tools"] = tools
     # anthropic>=1 dropped these arguments from create(); the API still reads them from the body.
     # Recent Claude models reject temperature and top_p together: temperature wins.
     sampling: dict[str, Any] = {}
@@ -490,6 +614,10 @@ async def _anthropic_call(client: anthropic.AsyncAnthropic, req: AgentTurnReques
     for block in resp.content:
         if block.type == "text":
             texts.append(block.text)
+        elif block.type == "tool_use" and rs is not None and block.name == rs.name:
+            texts = [json.dumps(block.input, ensure_ascii=False)]  # the answer itself
+            calls = []
+            break
         elif block.type == "tool_use":
             calls.append(
                 ToolCall(id=block.id, name=block.name, arguments=_parse_arguments(block.input))
@@ -502,6 +630,8 @@ async def _anthropic_call(client: anthropic.AsyncAnthropic, req: AgentTurnReques
         + (getattr(usage, "cache_read_input_tokens", 0) or 0)
     )
     stop = resp.stop_reason or ("tool_calls" if calls else "stop")
+    if rs is not None and not calls and stop == "tool_use":
+        stop = "end_turn"  # the answer tool ends the turn
     return LLMResult(
         content="".join(texts),
         tool_calls=calls,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
 import sys
+import tempfile
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
@@ -225,13 +227,19 @@ def _persisted_secret(path: Path, generate: Callable[[], str] | None = None) -> 
         return path.read_text().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
     value = generate() if generate else secrets.token_urlsafe(48)
-    # O_EXCL so two processes starting together agree on one secret.
+    # Written whole into a private temporary file, then linked into place: link() fails if the
+    # name exists, so two processes starting together agree on one secret, and neither can
+    # read the other's half-written file.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with path.open("x") as fh:
+        with os.fdopen(fd, "w") as fh:
             fh.write(value)
-        path.chmod(0o600)
+        os.chmod(tmp, 0o600)
+        os.link(tmp, path)
     except FileExistsError:
         return path.read_text().strip()
+    finally:
+        os.unlink(tmp)
     return value
 
 

@@ -158,6 +158,18 @@ class ChatMessage:
 
 
 @dataclass(frozen=True)
+class ResponseSchema:
+    """The final answer must be one JSON object matching `schema` (JSON Schema). Providers get
+    it the strongest way they support: the offline model through llama.cpp's schema-constrained
+    decoding, OpenAI through structured outputs, qwen/glm as a JSON object, Claude as the input
+    of a tool it must call. The reply's content is then that object as JSON text."""
+
+    name: str  # [a-zA-Z0-9_-]{1,64}: the schema's (and Claude's tool's) name
+    schema: dict[str, Any]
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class AgentTurnRequest:
     provider: LLMProviderConfig
     system_prompt: str = ""
@@ -165,6 +177,7 @@ class AgentTurnRequest:
     tools: list[ToolSpec] = field(default_factory=list)
     # Bound on the caller's model→tool→model loop; one `llm_complete` call is one step.
     max_steps: int = 8
+    response_schema: ResponseSchema | None = None
 
 
 @dataclass(frozen=True)

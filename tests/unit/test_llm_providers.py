@@ -752,6 +752,9 @@ async def test_activity_reuses_clients(fake: FakeProvider) -> None:
 class StubOffline:
     """Stands in for OfflineModelServer: 'starts' by pointing at the fake."""
 
+    model_name = "served-model"
+    api_key = "per-start-key"
+
     def __init__(self, base: str) -> None:
         self.base, self.starts, self.stopped = base, 0, False
 
@@ -777,3 +780,6 @@ async def test_offline_provider_resolves_to_the_workers_server(fake: FakeProvide
     # start() is the server's idempotent ensure-running; the server stays up for its owner.
     assert stub.starts == 2 and not stub.stopped
     assert [r.path for r in fake.requests] == [OPENAI_PATH, OPENAI_PATH]
+    # The request names the model the server runs, with the server's own key.
+    assert fake.requests[0].body["model"] == "served-model"
+    assert fake.requests[0].headers["authorization"] == "Bearer per-start-key"
