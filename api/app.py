@@ -20,6 +20,7 @@ from api.ratelimit import RateLimiter
 from api.routers import (
     agents,
     auth,
+    codec,
     collaborations,
     messages,
     monitoring,
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         agents.router,
         collaborations.router,
         system.router,
+        codec.router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(ws.router)

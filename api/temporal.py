@@ -9,6 +9,7 @@ from datetime import timedelta
 from temporalio.client import Client
 
 from api.inbox_signals import InboxSignaler
+from config.payload_codec import EncryptionCodec, codec, data_converter
 from config.settings import Settings
 
 
@@ -16,6 +17,10 @@ class TemporalGateway:
     def __init__(self, settings: Settings) -> None:
         self._address = settings.resolved_temporal_address
         self._namespace = settings.temporal_namespace
+        # One codec for the client and the codec server (api/routers/codec.py): what the UI
+        # decodes is exactly what this client encrypts.
+        self.codec: EncryptionCodec = codec(settings)
+        self._data_converter = data_converter(settings, self.codec)
         self._client: Client | None = None
         self._lock = asyncio.Lock()
         self.inbox = InboxSignaler(
@@ -27,7 +32,12 @@ class TemporalGateway:
             async with self._lock:
                 if self._client is None:
                     self._client = await asyncio.wait_for(
-                        Client.connect(self._address, namespace=self._namespace), timeout
+                        Client.connect(
+                            self._address,
+                            namespace=self._namespace,
+                            data_converter=self._data_converter,
+                        ),
+                        timeout,
                     )
         return self._client
 

@@ -124,6 +124,9 @@ class UvicornThread:
             lifespan="on",
             ws_ping_interval=20,
             ws_ping_timeout=20,
+            # Never behind a proxy here; uvicorn's default would trust X-Forwarded-For from
+            # loopback (see cli/main.py, proxy_options).
+            proxy_headers=False,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="bench-api", daemon=True)
@@ -149,6 +152,7 @@ async def start_stack(args: argparse.Namespace) -> AsyncIterator[Stack]:
 
     from api.app import create_app
     from cli.up import SEARCH_ATTRIBUTES
+    from config.payload_codec import with_data_converter
     from store.db import create_engine, session_factory
     from store.migrate import upgrade
     from worker.main import build_activities, build_worker
@@ -206,7 +210,9 @@ async def start_stack(args: argparse.Namespace) -> AsyncIterator[Stack]:
                                     settings,
                                     base_url,
                                     http,
-                                    env.client,
+                                    # Encrypting like the worker and API do (the baselines
+                                    # pay the same payload codec as the platform).
+                                    with_data_converter(env.client, settings),
                                     address,
                                     docker_client,
                                     activities,
@@ -252,6 +258,14 @@ def settings_env(settings: Settings) -> dict[str, str]:
             secret = settings.jwt_secret
             if secret is not None and secret.get_secret_value():
                 env["AINTANDEM_JWT_SECRET"] = secret.get_secret_value()
+            continue
+        if key in ("payload_key", "payload_old_keys"):  # masked too; unset: the data dir's key
+            keys = (
+                settings.payload_old_keys if key == "payload_old_keys" else [settings.payload_key]
+            )
+            plain = [k.get_secret_value() for k in keys if k is not None and k.get_secret_value()]
+            if plain:
+                env[f"AINTANDEM_{key.upper()}"] = ",".join(plain)
             continue
         if value is None:
             continue

@@ -58,9 +58,25 @@ def temporal_command(settings: Settings, headless: bool = False) -> list[str]:
     ]
     if headless:
         cmd.append("--headless")
+    else:
+        # The UI decodes encrypted payloads through the API's codec server (admins only).
+        cmd += ["--ui-codec-endpoint", codec_endpoint(settings)]
     for attr in SEARCH_ATTRIBUTES:
         cmd += ["--search-attribute", attr]
     return cmd
+
+
+def api_base_url(settings: Settings) -> str:
+    """Where a browser on this machine reaches the API: the public URL when configured, else the
+    loopback address `up` prints (the same host as the Temporal UI it prints, so the codec
+    cookie is same-site)."""
+    if settings.public_url:
+        return settings.resolved_public_url
+    return f"http://{_connect_host(settings.api_host)}:{settings.api_port}"
+
+
+def codec_endpoint(settings: Settings) -> str:
+    return f"{api_base_url(settings)}{API_PREFIX}/codec"
 
 
 def wait_for_port(
@@ -170,6 +186,7 @@ def run_up(settings: Settings, with_docker: bool = True) -> int:
     log_dir = settings.data_dir / "logs"
     log_dir.mkdir(exist_ok=True)
     settings.jwt_key()  # create the persisted secret once, before two children race for it
+    settings.payload_keys()  # likewise the Temporal payload key: API and worker must share it
     env = {**os.environ, "AINTANDEM_DATA_DIR": str(settings.data_dir)}
     sup = Supervisor(log_dir)
     stopping = {"flag": False}
@@ -205,6 +222,8 @@ def run_up(settings: Settings, with_docker: bool = True) -> int:
             f"{settings.worker_metrics_port}/metrics\n"
             + (
                 f"  Temporal UI    http://127.0.0.1:{settings.temporal_ui_port}\n"
+                f"  UI codec       {codec_endpoint(settings)} (admins sign in at "
+                f"{codec_endpoint(settings)}/login)\n"
                 if not settings.temporal_address
                 else ""
             )

@@ -22,6 +22,7 @@ from activities.offline_llm import OfflineModelServer
 from activities.offline_llm import available as offline_available
 from activities.sandbox import SandboxActivities
 from activities.store import StoreActivities
+from config.payload_codec import data_converter, with_data_converter
 from config.settings import Settings
 from store.db import create_engine, session_factory
 from worker import maintenance, metrics
@@ -35,14 +36,17 @@ log = logging.getLogger("aintandem.worker")
 
 
 async def connect(settings: Settings, runtime: Runtime | None = None, wait: float = 60.0) -> Client:
-    """Connect, retrying while Temporal starts (the embedded server takes a few seconds)."""
+    """Connect, retrying while Temporal starts (the embedded server takes a few seconds).
+    Payloads are encrypted with the installation's key (config/payload_codec.py)."""
     deadline = asyncio.get_running_loop().time() + wait
+    converter = data_converter(settings)
     while True:
         try:
             return await Client.connect(
                 settings.resolved_temporal_address,
                 namespace=settings.temporal_namespace,
                 runtime=runtime,
+                data_converter=converter,
             )
         except Exception:
             if asyncio.get_running_loop().time() > deadline:
@@ -70,15 +74,18 @@ class ActivitySet:
 def build_activities(
     settings: Settings, sessions: async_sessionmaker[AsyncSession], client: Client
 ) -> ActivitySet:
+    # The activities that start workflows or signal them encrypt like the API does.
+    client = with_data_converter(client, settings)
     runtime = DockerRuntime(image=settings.sandbox_image, installation=settings.installation_id)
     # The offline model starts on first use (a workspace without a configured provider).
-    offline = OfflineModelServer() if offline_available() else None
+    model, path = settings.offline_model_spec(), settings.offline_model_file()
+    offline = OfflineModelServer(spec=model, model=path) if offline_available(model, path) else None
     return ActivitySet(
         StoreActivities(sessions),
         SandboxActivities(runtime, sessions),
         MessagingActivities(sessions, client, settings.task_queue),
         AgentActivities(sessions, runtime),
-        LLMActivities(offline=offline),
+        LLMActivities(offline=offline, access=settings.provider_access()),
         offline,
         CollaborationActivities(sessions),
     )
@@ -89,7 +96,9 @@ def build_worker(
 ) -> Worker:
     sandbox, messaging = acts.sandbox, acts.messaging
     return Worker(
-        client,
+        # The worker decodes and encodes with its client's data converter: whatever client it is
+        # handed (a test's dev server, a benchmark's), it uses the installation's keys.
+        with_data_converter(client, settings),
         task_queue=settings.task_queue,
         workflows=[SandboxWorkflow, InboxWorkflow, MessageDeliveryWorkflow, CollaborationWorkflow],
         activities=[

@@ -37,6 +37,7 @@ from temporalio.worker import Replayer, Worker
 from activities.docker_runtime import DockerUnavailable
 from activities.sandbox import Observation, StartInput
 from api.app import create_app
+from config.payload_codec import data_converter
 from config.settings import Settings
 from domain.containers import ContainerState, container_name, workspace_volume
 from domain.sandbox import LifecycleResult, SandboxWorkflowInput, StatusRecord
@@ -433,11 +434,13 @@ async def test_a_stop_during_the_outage_is_not_undone_when_the_engine_returns(
     assert fake.starts == 1
 
 
-async def test_a_history_from_before_the_change_replays() -> None:
+async def test_a_history_from_before_the_change_replays(tmp_path: Path) -> None:
     """Recorded with the code before workflow.patched("engine-outage-is-an-error"): five ticks
     whose observation failed with DockerUnavailable, the sandbox left `running` throughout."""
     path = HISTORIES / "sandbox_engine_outage_before_patch.json"
     history = WorkflowHistory.from_json("sandbox-engine-outage-history", path.read_text())
     failed = [e for e in json.loads(path.read_text())["events"] if "FAILED" in e["eventType"]]
     assert len(failed) == 5
-    await Replayer(workflows=[SandboxWorkflow]).replay_workflow(history)
+    # On the worker's data converter: its plaintext payloads pass through the codec.
+    converter = data_converter(make_settings("sqlite://", tmp_path))
+    await Replayer(workflows=[SandboxWorkflow], data_converter=converter).replay_workflow(history)

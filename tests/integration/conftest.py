@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import secrets
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,13 +20,23 @@ import httpx
 import pytest
 import pytest_asyncio
 from sqlalchemy import select
+from temporalio.client import Client
 
 from api.app import create_app
+from config.payload_codec import with_data_converter
 from config.settings import Settings
 from store.db import create_engine, session_factory
 from store.models import Workspace
 from tests.conftest import Account, app_client, make_settings, new_account, temporal_address
 from worker.main import build_activities, build_worker
+
+
+@dataclass
+class Temporal:
+    """The dev server as the tests reach it: a client that encrypts and decrypts payloads with
+    the stack's key, as the API and the worker do (results, queries and signals just work)."""
+
+    client: Client
 
 
 @dataclass
@@ -107,6 +119,9 @@ async def stack(
         sandbox_health_interval_seconds=1.0,
         max_sandboxes_per_workspace=50,
         message_max_wait_seconds=15.0,
+        # A configured key, as in production: an API a test starts with another data dir (and
+        # so another generated key) still talks to this worker.
+        payload_key=base64.b64encode(secrets.token_bytes(32)).decode(),
     )
     engine = create_engine(settings.resolved_database_url)
     activities = build_activities(settings, session_factory(engine), temporal_env.client)
@@ -116,7 +131,8 @@ async def stack(
             build_worker(temporal_env.client, settings, pool, activities),
             app_client(create_app(settings)) as client,
         ):
-            yield Stack(settings, client, docker_client, temporal_env)
+            temporal = Temporal(with_data_converter(temporal_env.client, settings))
+            yield Stack(settings, client, docker_client, temporal)
     await activities.aclose()
     # Leave none of this run's containers behind, whatever a failed test did (containers of a
     # platform running beside the tests belong to other workspaces and are left alone).

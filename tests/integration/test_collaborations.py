@@ -21,6 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
 from api.services import collaborations as collaboration_service
+from config.payload_codec import data_converter
 from domain.collaboration import DONE_MARKER
 from domain.ids import collaboration_workflow_id, message_workflow_id
 from store.db import create_engine, session_factory
@@ -290,9 +291,10 @@ async def test_orchestrated_plans_runs_dependent_and_parallel_steps_and_integrat
     assert desc.parent_id == collaboration_workflow_id(cid)
     # Replay: the recorded history replays deterministically against the current code.
     history = await client.get_workflow_handle(collaboration_workflow_id(cid)).fetch_history()
-    await Replayer(workflows=[CollaborationWorkflow, MessageDeliveryWorkflow]).replay_workflow(
-        history
-    )
+    await Replayer(
+        workflows=[CollaborationWorkflow, MessageDeliveryWorkflow],
+        data_converter=data_converter(stack.settings),  # the worker's: payloads are encrypted
+    ).replay_workflow(history)
 
 
 async def _list(client: Any, query: str) -> set[str]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from config.payload_codec import data_converter
 from store.db import create_engine, session_factory
 from store.models import Event, Message
 from tests.conftest import Account, assert_error
@@ -162,7 +162,8 @@ async def test_concurrent_sends_are_each_signalled_and_delivered_once(stack: Sta
         if ev.HasField("workflow_execution_signaled_event_attributes"):
             signals += 1
             attrs = ev.workflow_execution_signaled_event_attributes
-            arg = json.loads(attrs.input.payloads[0].data)  # JSON payloads (no codec here)
+            # Encrypted payloads: read them as the worker does.
+            arg = (await data_converter(stack.settings).decode_wrapper(attrs.input))[0]
             carried += [e["message_id"] for e in (arg if isinstance(arg, list) else [arg])]
     assert sorted(carried) == sorted(ids)
     print(f"{n} concurrent messages reached the inbox in {signals} signals")

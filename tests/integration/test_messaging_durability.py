@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from temporalio.worker import Replayer
 
 from api.app import create_app
+from config.payload_codec import data_converter
 from domain.ids import inbox_workflow_id, message_workflow_id
 from store.db import create_engine, session_factory
 from store.models import Event, Message
@@ -214,7 +215,10 @@ async def test_inbox_and_delivery_histories_replay(stack: Stack) -> None:
     delivery = client.get_workflow_handle(message_workflow_id(held["message_id"]))
     await delivery.result()
     inbox = client.get_workflow_handle(inbox_workflow_id(b))
-    replayer = Replayer(workflows=[InboxWorkflow, MessageDeliveryWorkflow])
+    replayer = Replayer(
+        workflows=[InboxWorkflow, MessageDeliveryWorkflow],
+        data_converter=data_converter(stack.settings),  # the worker's: payloads are encrypted
+    )
     await replayer.replay_workflow(await delivery.fetch_history())
     await replayer.replay_workflow(await inbox.fetch_history())
 

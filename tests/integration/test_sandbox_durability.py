@@ -25,6 +25,7 @@ from temporalio.worker import Replayer, Worker
 from activities.docker_runtime import DockerRuntime
 from activities.sandbox import Observation, SandboxActivities, StartInput
 from api.app import create_app
+from config.payload_codec import data_converter
 from domain.containers import ContainerSpec, ContainerState, container_name
 from domain.ids import sandbox_workflow_id
 from domain.sandbox import LifecycleResult, SandboxResources, SandboxWorkflowInput, StatusRecord
@@ -163,7 +164,9 @@ async def test_history_replays_deterministically(stack: Stack) -> None:
     handle = stack.temporal.client.get_workflow_handle(sandbox_workflow_id(sid))
     assert await handle.result() == "deleted"
     history = await handle.fetch_history()
-    await Replayer(workflows=[SandboxWorkflow]).replay_workflow(history)
+    # The worker's data converter: its payloads are encrypted.
+    replayer = Replayer(workflows=[SandboxWorkflow], data_converter=data_converter(stack.settings))
+    await replayer.replay_workflow(history)
 
 
 async def test_env_change_recreates_container_and_keeps_workspace(stack: Stack) -> None:
