@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +12,8 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy
 from temporalio.service import RPCError
 
+from api import idempotency
+from api.idempotency import Idempotency
 from api.schemas.messages import (
     BroadcastAccepted,
     BroadcastSend,
@@ -45,7 +46,7 @@ from domain.messages import (
 from domain.policy import decide
 from domain.timeutil import iso, utcnow
 from store import events
-from store.models import IdempotencyKey, Message, Sandbox, User, Workspace
+from store.models import Message, Sandbox, User, Workspace
 from store.repositories import messages as repo
 
 RETRYABLE = (MessageStatus.FAILED, MessageStatus.TIMEOUT)
@@ -106,68 +107,17 @@ async def signal_inbox(temporal: TemporalGateway, m: Message) -> None:
     await temporal.inbox.enqueue(m.to_sandbox_id, m.workspace_id, env)
 
 
-async def idempotent_replay(
-    session: AsyncSession, user: User, key: str | None, route: str
-) -> tuple[int, dict[str, Any]] | None:
-    if not key:
-        return None
-    stored = await repo.idempotent_response(session, user.id, key)
-    if stored is None:
-        return None
-    if stored.route != route:
-        raise ValidationFailed(
-            "Idempotency-Key was already used for a different request",
-            {
-                "fields": [
-                    {
-                        "field": "Idempotency-Key",
-                        "location": "header",
-                        "message": "reuse of a key on another route",
-                    }
-                ]
-            },
-        )
-    return stored.status_code, stored.body
-
-
-def remember_response(
-    session: AsyncSession,
-    user: User,
-    key: str | None,
-    route: str,
-    status: int,
-    body: dict[str, Any],
-) -> None:
-    if key:
-        session.add(
-            IdempotencyKey(user_id=user.id, key=key, route=route, status_code=status, body=body)
-        )
-
-
-@dataclass(frozen=True)
-class Remembered:
-    """The Idempotency-Key a request's answer was stored under, if it sent one."""
-
-    user_id: str
-    key: str | None
-
-
-async def _undo(session: AsyncSession, message_ids: list[str], idem: Remembered) -> None:
+async def _undo(session: AsyncSession, message_ids: list[str], idem: Idempotency) -> None:
     """Take back a request whose enqueueing Temporal refused (it answers 503): its messages, and
-    the answer stored for its Idempotency-Key, so a retry with that key sends again instead of
-    replaying a 202 for messages that no longer exist."""
+    its claim on the Idempotency-Key (never answered), so a retry with that key sends again
+    instead of replaying a 202 for messages that no longer exist."""
     await session.execute(delete(Message).where(Message.id.in_(message_ids)))
-    if idem.key:
-        await session.execute(
-            delete(IdempotencyKey).where(
-                IdempotencyKey.user_id == idem.user_id, IdempotencyKey.key == idem.key
-            )
-        )
+    await idempotency.release(session, idem)
     await session.commit()
 
 
 async def _accept(
-    session: AsyncSession, temporal: TemporalGateway, messages: list[Message], idem: Remembered
+    session: AsyncSession, temporal: TemporalGateway, messages: list[Message], idem: Idempotency
 ) -> None:
     """Signal every inbox after the commit; if Temporal refuses, undo the whole request."""
     try:
@@ -187,8 +137,8 @@ async def send(
     body: MessageSend,
     idem_key: str | None,
 ) -> tuple[int, dict[str, Any]]:
-    route = f"send:{sender.id}"
-    if (replayed := await idempotent_replay(session, user, idem_key, route)) is not None:
+    idem = Idempotency.of(user.id, idem_key, f"send:{sender.id}", body)
+    if (replayed := await idempotency.replay(session, idem)) is not None:
         return replayed
     target = await repo.find_sandbox(session, ws.id, body.to_sandbox)
     if target is None:
@@ -222,13 +172,15 @@ async def send(
         attempts=1,
         created_at=utcnow(),
     )
+    # The key is claimed in the transaction that writes the message: one message per key.
+    if (replayed := await idempotency.claim(session, idem)) is not None:
+        return replayed
     # Core INSERTs, not the ORM's unit of work: this is the hottest write of the platform and
     # the object is not used as a persistent entity afterwards.
     await session.execute(insert(Message).values(_row(m)))
     data = MessageAccepted(
         message_id=m.id, status=m.status, timestamp=iso(m.created_at) or ""
     ).model_dump()
-    remember_response(session, user, idem_key, route, 202, data)
     await events.append_many(
         session,
         [
@@ -248,11 +200,14 @@ async def send(
             client,
             settings,
             m,
-            Remembered(user.id, idem_key),
+            idem,
             needs_approval=decision.approval_required,
         )
     else:
-        await _accept(session, temporal, [m], Remembered(user.id, idem_key))
+        await _accept(session, temporal, [m], idem)
+    # Answered only once Temporal has it: until then a retry with the key gets 409, not a 202
+    # for a message that a refused enqueue would take back.
+    await idempotency.remember(session, idem, 202, data)
     return 202, data
 
 
@@ -290,7 +245,7 @@ async def _start_delivery(
     client: Client,
     settings: Settings,
     m: Message,
-    idem: Remembered,
+    idem: Idempotency,
     *,
     needs_approval: bool,
 ) -> None:
@@ -333,13 +288,18 @@ async def broadcast(
     body: BroadcastSend,
     idem_key: str | None,
 ) -> tuple[int, dict[str, Any]]:
-    route = f"broadcast:{ws.id}"
-    if (replayed := await idempotent_replay(session, user, idem_key, route)) is not None:
+    idem = Idempotency.of(user.id, idem_key, f"broadcast:{ws.id}", body)
+    if (replayed := await idempotency.replay(session, idem)) is not None:
         return replayed
     sender = await repo.find_sandbox(session, ws.id, body.from_sandbox)
     if sender is None:
         raise NotFound("sandbox", body.from_sandbox)
     from store.repositories.sandboxes import in_workspace
+
+    await temporal_client(temporal)  # 503 before anything is written when Temporal is down
+    # Claimed before the messages are added, in the transaction that writes them.
+    if (replayed := await idempotency.claim(session, idem)) is not None:
+        return replayed
 
     recipients, denied, messages = [], [], []
     bc_id = new_id(Prefix.BROADCAST)
@@ -366,7 +326,6 @@ async def broadcast(
         session.add(m)
         messages.append(m)
         recipients.append(target.id)
-    await temporal_client(temporal)  # 503 before anything is written when Temporal is down
     data = BroadcastAccepted(
         broadcast_id=bc_id,
         recipients=recipients,
@@ -374,7 +333,6 @@ async def broadcast(
         message_ids=[m.id for m in messages],
         timestamp=iso(utcnow()) or "",
     ).model_dump()
-    remember_response(session, user, idem_key, route, 202, data)
     for m in messages:
         events.append(
             session,
@@ -390,7 +348,8 @@ async def broadcast(
             sandbox_id=sender.id,
         )
     await session.commit()
-    await _accept(session, temporal, messages, Remembered(user.id, idem_key))
+    await _accept(session, temporal, messages, idem)
+    await idempotency.remember(session, idem, 202, data)
     return 202, data
 
 
@@ -435,22 +394,37 @@ async def retry(
             f"only failed or timed-out deliveries can be retried (this one is {m.status})",
             {"status": m.status},
         )
+    if not await repo.target_exists(session, m):
+        # Re-enqueueing would only fail again: say why now and leave the message as it is.
+        raise NotRetryable(
+            f"the target sandbox {m.to_sandbox_id} no longer exists; the message cannot be "
+            "delivered",
+            {"status": m.status, "reason": "target_deleted", "to_sandbox": m.to_sandbox_id},
+        )
     client = await temporal_client(temporal)
-    previous = (m.status, m.status_reason, m.attempts)
-    m.status, m.status_reason, m.attempts, m.failed_at = (
-        MessageStatus.QUEUED,
-        None,
-        m.attempts + 1,
-        None,
-    )
+    previous = {
+        "status": m.status,
+        "status_reason": m.status_reason,
+        "attempts": m.attempts,
+        "failed_at": m.failed_at,
+    }
+    # Only the request whose conditional UPDATE moves the message re-enqueues it.
+    if not await repo.claim_retry(session, m, MessageStatus.QUEUED):
+        await session.refresh(m)
+        raise NotRetryable(
+            f"another retry already re-enqueued this message (it is now {m.status})",
+            {"status": m.status, "reason": "already_retried", "attempts": m.attempts},
+        )
     await session.commit()
+    await session.refresh(m)
     try:
         if m.requires_response:
             await client.start_workflow(**_delivery_start_args(settings, m, needs_approval=False))
         else:
             await signal_inbox(temporal, m)
     except Exception as exc:
-        m.status, m.status_reason, m.attempts = previous
+        # Exactly as it was (failed_at and the reason included), unless it moved on meanwhile.
+        await repo.undo_retry(session, m.id, {"status": m.status, "attempts": m.attempts}, previous)
         await session.commit()
         raise ServiceUnavailable("Could not re-enqueue the message (Temporal unavailable)") from exc
     return {

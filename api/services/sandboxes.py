@@ -6,6 +6,7 @@ import contextlib
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.client import (
     Client,
@@ -18,6 +19,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.schemas.common import Pagination
+from api.schemas.config import MASK
 from api.schemas.sandboxes import (
     ConnectionDetails,
     Health,
@@ -37,9 +39,11 @@ from api.schemas.sandboxes import (
 from api.temporal import TemporalGateway
 from config.settings import API_PREFIX, Settings
 from domain import search_attributes as sa
+from domain.containers import DEFAULT_DISK_MB, sandbox_disk_mb
 from domain.enums import SUPPORTED_MCP_SERVERS
 from domain.errors import (
     AlreadyExists,
+    ConfigurationInvalid,
     NotFound,
     ResourceExhausted,
     SandboxNotReady,
@@ -200,6 +204,8 @@ async def status(session: AsyncSession, ws: Workspace, sb: Sandbox) -> dict[str,
     allocated_mb = sb.resources.get("memory_mb")
     used_mb = round(sample.memory_mb, 1) if sample and running else 0
     configured = {s["name"] for s in ws.mcp_servers or [] if s.get("enabled", True)}
+    disk_allocated = sandbox_disk_mb(sb.resources)
+    disk_used = round(sample.disk_mb, 1) if sample else 0
     return {
         "sandbox_id": sb.id,
         "status": sb.status,
@@ -223,6 +229,12 @@ async def status(session: AsyncSession, ws: Workspace, sb: Sandbox) -> dict[str,
             "max_processes": {
                 "allocated": sb.resources.get("max_processes"),
                 "used": sample.pids if sample and running else 0,
+            },
+            # /workspace's size; used: /workspace + /tmp, kept while stopped (files stay).
+            "disk_mb": {
+                "allocated": disk_allocated,
+                "used": disk_used,
+                "percentage": round(100 * disk_used / disk_allocated, 1) if disk_allocated else 0,
             },
         },
         "connections": {
@@ -248,6 +260,8 @@ async def metrics(session: AsyncSession, sb: Sandbox) -> dict[str, Any]:
             "memory_usage_mb": round(sample.memory_mb, 1) if running else 0.0,
             "memory_usage_percent": round(sample.memory_percent, 1) if running else 0.0,
             "disk_usage_mb": round(sample.disk_mb, 1),
+            "disk_limit_mb": sandbox_disk_mb(sb.resources),
+            "disk_usage_percent": round(100 * sample.disk_mb / sandbox_disk_mb(sb.resources), 1),
             "network_in_bytes": sample.network_in_bytes,
             "network_out_bytes": sample.network_out_bytes,
             "processes": sample.pids if running else 0,
@@ -282,7 +296,13 @@ def config_out(sb: Sandbox, applied: dict[str, str] | None = None) -> SandboxCon
 def _resources(
     ws: Workspace, requested: ResourcesIn | None, base: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    defaults = {"memory_mb": 512, "cpu_cores": 1.0, "timeout_seconds": 300, "max_processes": 10}
+    defaults = {
+        "memory_mb": 512,
+        "cpu_cores": 1.0,
+        "timeout_seconds": 300,
+        "max_processes": 10,
+        "disk_mb": DEFAULT_DISK_MB,
+    }
     defaults.update((ws.settings or {}).get("resource_defaults", {}))
     merged = {**defaults, **(base or {})}
     if requested is not None:
@@ -341,6 +361,14 @@ async def create(
     ws: Workspace,
     body: SandboxCreate,
 ) -> SandboxCreated:
+    _check_mcp(ws, body.mcp_servers)
+    # Connect before taking the lock: nobody waits on the database while Temporal is slow.
+    client = await temporal_client(temporal)
+    # Quota, name and insert in one transaction holding the workspace's lock (row lock on
+    # PostgreSQL, the write lock on SQLite), so concurrent creates are checked one after another.
+    # A refusal raised below ends the request's session, whose rollback releases the lock.
+    await repo.lock_workspace(session, ws.id)
+    await session.refresh(ws, ["settings"])  # the limit as it is now, under the lock
     limit = min(
         int((ws.settings or {}).get("max_sandboxes", 10)), settings.max_sandboxes_per_workspace
     )
@@ -355,11 +383,7 @@ async def create(
             },
         )
     if await repo.name_taken(session, ws.id, body.name):
-        raise AlreadyExists(
-            "A sandbox with this name already exists in the workspace", {"field": "name"}
-        )
-    _check_mcp(ws, body.mcp_servers)
-    client = await temporal_client(temporal)
+        raise _name_taken()
     sb = Sandbox(
         id=new_id(Prefix.SANDBOX),
         workspace_id=ws.id,
@@ -371,7 +395,14 @@ async def create(
         environment_variables=body.environment_variables,
     )
     session.add(sb)
-    await session.commit()
+    try:
+        await session.commit()
+    except IntegrityError as exc:
+        # Only the (workspace_id, name) constraint can fail here; the lock makes it unreachable
+        # for concurrent creates, this keeps any other path to it a clean 409 rather than a 500.
+        raise _name_taken() from exc
+    # The row holds its quota slot while the lifecycle starts (outside the lock); a refused
+    # start deletes the row, which frees the slot.
     try:
         await _start_workflow(client, settings, _workflow_input(settings, sb))
     except Exception as exc:
@@ -388,6 +419,12 @@ async def create(
         status=sb.status,
         connection_details=connection_details(settings, sb.id),
         created_at=iso(sb.created_at) or "",
+    )
+
+
+def _name_taken() -> AlreadyExists:
+    return AlreadyExists(
+        "A sandbox with this name already exists in the workspace", {"field": "name"}
     )
 
 
@@ -468,6 +505,30 @@ async def delete_all_in_workspace(
         await _update(temporal, settings, sb, "delete")
 
 
+def _unmask_env(stored: dict[str, str], incoming: dict[str, str]) -> dict[str, str]:
+    """GET /config shows secret values as the mask; a PUT that sends the mask back for a
+    variable means "keep its stored value" (as the workspace config does for provider keys), so
+    saving a config back unchanged never replaces a secret with the mask. A mask for a variable
+    with no stored value is not a value: refused, nothing is changed."""
+    unknown = sorted(k for k, v in incoming.items() if v == MASK and k not in stored)
+    if unknown:
+        raise ConfigurationInvalid(
+            "Configuration is invalid",
+            {
+                "fields": [
+                    {
+                        "field": f"environment_variables.{k}",
+                        "message": f"{MASK} stands for the stored value and this variable has "
+                        "none: send the value",
+                        "location": "body",
+                    }
+                    for k in unknown
+                ]
+            },
+        )
+    return {k: stored[k] if v == MASK else v for k, v in incoming.items()}
+
+
 async def update_config(
     session: AsyncSession,
     temporal: TemporalGateway,
@@ -480,21 +541,26 @@ async def update_config(
     resources = _resources(ws, body.resources, sb.resources) if body.resources else None
     if body.mcp_servers is not None:
         _check_mcp(ws, body.mcp_servers)
-    if resources is not None or body.environment_variables is not None:
+    environment = (
+        _unmask_env(sb.environment_variables or {}, body.environment_variables)
+        if body.environment_variables is not None
+        else None
+    )
+    if resources is not None or environment is not None:
         change = ConfigUpdate(
             resources=SandboxResources(**resources) if resources is not None else None,
-            environment=body.environment_variables,
+            environment=environment,
         )
         await _update(temporal, settings, sb, "update_config", change)
         if resources is not None:
             applied["resources"] = "live"
-        if body.environment_variables is not None:
+        if environment is not None:
             applied["environment_variables"] = "next_start"
     # The workflow accepted the change: now the read model follows.
     if resources is not None:
         sb.resources = resources
-    if body.environment_variables is not None:
-        sb.environment_variables = body.environment_variables
+    if environment is not None:
+        sb.environment_variables = environment
     if body.agent_config is not None:
         sb.agent_config = body.agent_config.model_dump(mode="json", exclude_none=True)
         applied["agent_config"] = "immediate"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.schemas.common import Pagination
@@ -105,8 +104,10 @@ async def list_workspaces(
 async def create(
     session: AsyncSession, settings: Settings, user: User, body: WorkspaceCreate
 ) -> WorkspaceOut:
-    # Lock the owner row (PostgreSQL) so concurrent creates cannot both slip under the limit.
-    await session.execute(select(User.id).where(User.id == user.id).with_for_update())
+    # The count and the insert are one transaction that holds the owner's lock (row lock on
+    # PostgreSQL, the write lock on SQLite): concurrent creates are counted one after another.
+    # A refusal ends the request's session, whose rollback releases the lock.
+    await repo.lock_owner(session, user.id)
     if await repo.count_owned(session, user.id) >= settings.max_workspaces:
         raise ResourceExhausted(
             f"Workspace limit reached: the {settings.edition} edition allows "

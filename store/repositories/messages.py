@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from store.models import IdempotencyKey, Message, Sandbox, Workspace
+from store.models import Message, Sandbox, Workspace
 
 
 async def get_owned(session: AsyncSession, message_id: str, owner_id: str) -> Message | None:
@@ -48,12 +49,6 @@ async def find_sandbox(session: AsyncSession, workspace_id: str, ref: str) -> Sa
     )
 
 
-async def idempotent_response(
-    session: AsyncSession, user_id: str, key: str
-) -> IdempotencyKey | None:
-    return await session.get(IdempotencyKey, (user_id, key))
-
-
 async def counters(session: AsyncSession, sandbox_id: str) -> dict[str, int | None]:
     sent = (
         await session.scalar(
@@ -87,3 +82,45 @@ async def counters(session: AsyncSession, sandbox_id: str) -> dict[str, int | No
         "messages_failed": failed,
         "avg_response_time_ms": None,
     }
+
+
+# -- retry -------------------------------------------------------------------------------------
+
+
+async def target_exists(session: AsyncSession, m: Message) -> bool:
+    """Whether the message's target sandbox still exists in its workspace."""
+    found = await session.scalar(
+        select(Sandbox.id).where(
+            Sandbox.id == m.to_sandbox_id, Sandbox.workspace_id == m.workspace_id
+        )
+    )
+    return found is not None
+
+
+async def claim_retry(session: AsyncSession, m: Message, queued: str) -> bool:
+    """Move the message to `queued` (one more attempt) only if it is still exactly as the caller
+    read it (same status, same attempt): a conditional UPDATE, so of concurrent retries exactly
+    one matches the row on both backends (PostgreSQL re-checks the condition after the row lock;
+    SQLite runs it under the single write lock) and the others see it moved on."""
+    result = await session.execute(
+        update(Message)
+        .where(Message.id == m.id, Message.status == m.status, Message.attempts == m.attempts)
+        .values(status=queued, status_reason=None, attempts=Message.attempts + 1, failed_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0) == 1
+
+
+async def undo_retry(
+    session: AsyncSession, message_id: str, claimed: dict[str, Any], previous: dict[str, Any]
+) -> None:
+    """Put back the columns `claim_retry` changed, if nothing moved the message since."""
+    await session.execute(
+        update(Message)
+        .where(
+            Message.id == message_id,
+            *(getattr(Message, k) == v for k, v in claimed.items()),
+        )
+        .values(**previous)
+        .execution_options(synchronize_session=False)
+    )

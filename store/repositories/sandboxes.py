@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from domain.timeutil import iso
@@ -39,6 +39,23 @@ async def get_owned_with_workspace(
         )
     ).first()
     return (row[0], row[1]) if row is not None else None
+
+
+async def lock_workspace(session: AsyncSession, workspace_id: str) -> None:
+    """Serialise, until this transaction ends, every transaction that checks the workspace's
+    sandbox quota or a sandbox name before inserting a sandbox.
+
+    A no-op UPDATE of the workspace row works on both backends: a row lock on PostgreSQL
+    (FOR NO KEY UPDATE, so rows referencing the workspace can still be inserted meanwhile), and
+    on SQLite the first statement of the driver's deferred transaction, so it takes the single
+    write lock before anything is read (see workspaces.lock_owner).
+    """
+    await session.execute(
+        update(Workspace)
+        .where(Workspace.id == workspace_id)
+        .values(updated_at=Workspace.updated_at)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def count_in_workspace(session: AsyncSession, workspace_id: str) -> int:

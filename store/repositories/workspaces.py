@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from store.models import Sandbox, Workspace
+from store.models import Sandbox, User, Workspace
 
 SORTABLE = {
     "created_at": Workspace.created_at,
@@ -29,6 +29,24 @@ def _filters(owner_id: str, search: str | None) -> list[ColumnElement[bool]]:
             )
         )
     return conds
+
+
+async def lock_owner(session: AsyncSession, owner_id: str) -> None:
+    """Serialise, until this transaction ends, every transaction that counts the owner's
+    workspaces before inserting one (the per-user quota).
+
+    A no-op UPDATE of the owner's row does it on both backends with one code path: PostgreSQL
+    takes the row lock (FOR NO KEY UPDATE: inserts referencing the user are not blocked), and
+    SQLite's driver opens its deferred transaction at the first write, so this statement is the
+    first of the transaction and takes the database's single write lock before the count
+    reads anything (a SELECT first would pin a snapshot that a later write could not upgrade).
+    """
+    await session.execute(
+        update(User)
+        .where(User.id == owner_id)
+        .values(updated_at=User.updated_at)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def count_owned(session: AsyncSession, owner_id: str) -> int:
