@@ -31,6 +31,7 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.RESOURCE_EXHAUSTED: 409,
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.SERVICE_UNAVAILABLE: 503,
+    ErrorCode.CONFLICT: 409,
 }
 
 
@@ -65,8 +66,10 @@ async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, de.DomainError)
     status = STATUS_BY_CODE.get(exc.code, 500)
     headers = {}
-    if isinstance(exc, de.RateLimited):
-        headers["Retry-After"] = str(exc.retry_after)
+    # Rate limits, and an Idempotency-Key whose first request is still in flight.
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     if isinstance(exc, de.AuthenticationFailed):
         headers["WWW-Authenticate"] = "Bearer"
     return error_response(status, exc.code.value, exc.message, exc.details, headers)

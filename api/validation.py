@@ -8,6 +8,8 @@ from typing import Any
 from fastapi import Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from starlette.routing import Match
+from starlette.types import Scope
 
 from api.errors import field_errors
 from domain.errors import ConfigurationInvalid
@@ -33,3 +35,21 @@ class ConfigRoute(APIRoute):
                 raise
 
         return route_handler
+
+
+def is_config_request(scope: Scope) -> bool:
+    """Whether the request goes to a configuration endpoint (a ConfigRoute of the app in the
+    scope): input refused before routing (api/input_guard.py) then answers as the route would,
+    CONFIGURATION_INVALID rather than VALIDATION_ERROR."""
+    router = getattr(scope.get("app"), "router", None)
+    for route in getattr(router, "routes", ()):
+        # FastAPI keeps an included router as one route (`original_router`), older versions
+        # copy each of its routes; the config routers are made with route_class=ConfigRoute.
+        included = getattr(route, "original_router", None)
+        config = isinstance(route, ConfigRoute) or (
+            included is not None
+            and issubclass(getattr(included, "route_class", object), ConfigRoute)
+        )
+        if config and route.matches(scope)[0] is Match.FULL:
+            return True
+    return False

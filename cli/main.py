@@ -28,11 +28,23 @@ def _cmd_api(_: argparse.Namespace) -> int:
         host=settings.api_host,
         port=settings.api_port,
         log_level="warning",
-        proxy_headers=True,
         ws_ping_interval=20,
         ws_ping_timeout=20,
+        **proxy_options(settings),
     )
     return 0
+
+
+def proxy_options(settings: Any) -> dict[str, Any]:
+    """uvicorn's proxy-header options from `AINTANDEM_FORWARDED_ALLOW_IPS`.
+
+    X-Forwarded-For/-Proto are believed only from the listed peers (a reverse proxy's address).
+    Empty (the default) turns proxy headers off: uvicorn's own default trusts 127.0.0.1, so any
+    local process, or a client of a proxy that passes the header through, could pick its own
+    address and get a fresh per-IP auth rate-limit bucket with every request.
+    """
+    allowed = list(settings.forwarded_allow_ips)
+    return {"proxy_headers": bool(allowed), "forwarded_allow_ips": allowed}
 
 
 def _cmd_worker(_: argparse.Namespace) -> int:
@@ -64,6 +76,25 @@ def _cmd_image_build(_: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_offline_model(args: argparse.Namespace) -> int:
+    import json
+
+    from cli import offline_model as models
+    from domain.offline_models import offline_model
+
+    if args.model_cmd == "list":
+        print(json.dumps(models.describe(), indent=2))
+        return 0
+    names = args.names or [get_settings().offline_model]
+    try:
+        for name in names:
+            models.install(offline_model(name))
+    except (KeyError, models.InstallError) as exc:
+        print(f"offline-model: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _redact(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -91,6 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="install/start the Docker engine if needed and build the "
         "sandbox image locally (idempotent)",
     ).set_defaults(func=_cmd_image_build)
+    models = sub.add_parser(
+        "offline-model", help="the embedded models (no API key needed)"
+    ).add_subparsers(dest="model_cmd", required=True)
+    install = models.add_parser(
+        "install",
+        help="download, verify and install embedded models (default: AINTANDEM_OFFLINE_MODEL)",
+    )
+    install.add_argument("names", nargs="*", help="e.g. qwen-0.5b, qwen-1.5b, smollm2")
+    install.set_defaults(func=_cmd_offline_model)
+    models.add_parser("list", help="the known models and which are installed").set_defaults(
+        func=_cmd_offline_model
+    )
     from cli.client import register
 
     register(sub)

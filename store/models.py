@@ -237,7 +237,9 @@ class Collaboration(Base):
 
 
 class IdempotencyKey(Base):
-    """The first answer to a POST sent with an Idempotency-Key, replayed for retries."""
+    """A POST sent with an Idempotency-Key: reserved (in flight, no answer yet) by the request
+    that inserts the row first — the primary key makes that atomic — then the first answer,
+    replayed for retries. See api/idempotency.py."""
 
     __tablename__ = "idempotency_keys"
 
@@ -246,6 +248,10 @@ class IdempotencyKey(Base):
     )
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     route: Mapped[str] = mapped_column(String(255))
-    status_code: Mapped[int] = mapped_column(Integer)
-    body: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # sha256 of route + canonical body: the same key with another body is refused (422).
+    # NULL only on rows written before migration 0006.
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    # Both NULL while the first request is in flight.
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    body: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     created_at: Mapped[datetime] = _ts(default=True)

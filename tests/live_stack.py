@@ -45,6 +45,7 @@ class Stack:
         }
         self.env.pop("AINTANDEM_DATABASE_URL", None)
         self.env.pop("AINTANDEM_TEMPORAL_ADDRESS", None)
+        self.env.pop("AINTANDEM_FORWARDED_ALLOW_IPS", None)  # trust no proxy unless a test says
         self.env.update(extra_env)
         self.base = f"http://127.0.0.1:{self.env['AINTANDEM_API_PORT']}"
         self.log = data_dir / "up.out"

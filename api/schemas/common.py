@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Annotated, Any, Literal
 
 from fastapi import Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+
+from domain.errors import ValidationFailed
 
 
 def _no_nul(value: str) -> str:
@@ -30,11 +33,31 @@ def reject_nul_deep(value: Any) -> Any:
     return value
 
 
+# Invisible or non-characters in a name: controls (Cc), format characters (Cf: bidi overrides
+# such as U+202E, zero-width space/joiners, BOM, soft hyphen), private use (Co), lone
+# surrogates (Cs), line/paragraph separators (Zl, Zp). With them two names that display the
+# same can coexist (`dup` and `dup\u200b`) and a name can render reversed in a log or a UI.
+_REFUSED_IN_NAMES = {"Cc", "Cf", "Co", "Cs", "Zl", "Zp"}
+
+
+def _plain_name(value: str) -> str:
+    """A name is refused, never silently altered: no invisible characters, and composed
+    (NFC) so that `é` as one code point and as `e` + U+0301 cannot be two different names."""
+    for ch in value:
+        if unicodedata.category(ch) in _REFUSED_IN_NAMES:
+            raise ValueError(
+                f"must not contain control, format or invisible characters (U+{ord(ch):04X})"
+            )
+    if not unicodedata.is_normalized("NFC", value):
+        raise ValueError("must be in Unicode normalization form NFC (composed characters)")
+    return value
+
+
 SafeStr = Annotated[str, AfterValidator(_no_nul)]
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-    AfterValidator(_no_nul),
+    AfterValidator(_plain_name),
 ]
 
 
@@ -77,6 +100,18 @@ def pagination(
     order: Annotated[Literal["asc", "desc"], Query()] = "desc",
     search: Annotated[str | None, Query(max_length=100)] = None,
 ) -> Pagination:
-    if search is not None:
-        _no_nul(search)
+    if search is not None and "\x00" in search:
+        # (api/input_guard.py refuses every control character in a query before this.)
+        raise ValidationFailed(
+            "Request validation failed",
+            {
+                "fields": [
+                    {
+                        "field": "search",
+                        "message": "must not contain NUL characters",
+                        "location": "query",
+                    }
+                ]
+            },
+        )
     return Pagination(page=page, per_page=per_page, sort=sort, order=order, search=search or None)

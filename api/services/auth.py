@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import timedelta
 
 from sqlalchemy.exc import IntegrityError
@@ -23,6 +24,13 @@ def _normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
+def _normalise_password(password: str) -> str:
+    """NFKC, as NIST SP 800-63B (5.1.1.2) advises: a password typed as composed characters on
+    one keyboard and decomposed on another (or with full-width forms) is the same password.
+    ASCII is unchanged by it, so hashes of ASCII passwords stay valid."""
+    return unicodedata.normalize("NFKC", password)
+
+
 async def register(
     session: AsyncSession,
     settings: Settings,
@@ -40,7 +48,7 @@ async def register(
         email=email,
         name=name,
         organization=organization,
-        password_hash=hash_password(password),
+        password_hash=hash_password(_normalise_password(password)),
         role="admin" if email in settings.admin_emails else "user",
     )
     session.add(user)
@@ -64,8 +72,19 @@ async def login(
     session: AsyncSession, tokens: TokenService, *, email: str, password: str
 ) -> LoginResult:
     user = await users_repo.get_by_email(session, _normalise_email(email))
+    normalised = _normalise_password(password)
+    stored = user.password_hash if user else None
     # Same message and the same hashing work whether or not the email exists.
-    if not verify_password(user.password_hash if user else None, password) or user is None:
+    valid = verify_password(stored, normalised)
+    if normalised != password:
+        # A non-ASCII password registered before normalisation was hashed as typed: it is still
+        # accepted as typed, and its normalised hash stored so the next login is the usual one.
+        # Checked whether or not the email exists, so the time taken does not tell.
+        legacy = verify_password(stored, password)
+        if legacy and not valid and user is not None:
+            user.password_hash = hash_password(normalised)
+            valid = True
+    if not valid or user is None:
         raise AuthenticationFailed(_BAD_CREDENTIALS)
     auth_session = AuthSession(
         id=new_id(Prefix.SESSION),

@@ -21,6 +21,8 @@ from temporalio.client import (
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from api import idempotency
+from api.idempotency import Idempotency
 from api.schemas.collaborations import (
     CollaborationAccepted,
     CollaborationCancelled,
@@ -28,7 +30,6 @@ from api.schemas.collaborations import (
     CollaborationMessage,
     OrchestrateRequest,
 )
-from api.services.messages import idempotent_replay, remember_response
 from api.services.sandboxes import temporal_client
 from api.temporal import TemporalGateway
 from config.settings import Settings
@@ -166,8 +167,8 @@ async def orchestrate(
     body: OrchestrateRequest,
     idem_key: str | None,
 ) -> tuple[int, dict[str, Any]]:
-    route = f"orchestrate:{ws.id}"
-    if (replayed := await idempotent_replay(session, user, idem_key, route)) is not None:
+    idem = Idempotency.of(user.id, idem_key, f"orchestrate:{ws.id}", body)
+    if (replayed := await idempotency.replay(session, idem)) is not None:
         return replayed
     team = await _team(session, ws, body.participants)
     orch_sb, orch = await _orchestrator(session, ws, team, body.orchestrator)
@@ -205,6 +206,9 @@ async def orchestrate(
             )
         ),
     )
+    # The key is claimed in the transaction that writes the collaboration: one per key.
+    if (replayed := await idempotency.claim(session, idem)) is not None:
+        return replayed
     session.add(row)
     await session.flush()
     data = CollaborationAccepted(
@@ -215,7 +219,6 @@ async def orchestrate(
         orchestrator={"sandbox_id": orch.sandbox_id, "agent": orch.agent},
         estimated_duration_seconds=estimate,
     ).model_dump()
-    remember_response(session, user, idem_key, route, 202, data)
     await session.commit()
     inp = CollaborationInput(
         collaboration_id=row.id,
@@ -248,11 +251,14 @@ async def orchestrate(
             memo={"task": body.task[:500], "mode": body.collaboration_mode},
         )
     except Exception as exc:
+        # Nothing stays behind, not even the key's claim: a retry with the key starts it.
         await session.delete(row)
+        await idempotency.release(session, idem)
         await session.commit()
         raise ServiceUnavailable(
             "Could not start the collaboration (Temporal unavailable)"
         ) from exc
+    await idempotency.remember(session, idem, 202, data)
     return 202, data
 
 
