@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -27,14 +27,19 @@ import docker.errors
 import requests.exceptions
 from docker.types import LogConfig, Mount
 
+from activities.sandbox_disk import DiskError, SandboxDisks
+from activities.sandbox_network import EgressUnavailable, SandboxNetworks
 from domain.containers import (
-    AGENT_RUNTIME_PATH,
+    AGENT_RUNTIME_COMMAND,
     DEFAULT_SANDBOX_IMAGE,
+    HEALTH_CHECK_USER,
     LABEL_ENV_HASH,
     LABEL_INSTALLATION,
+    LABEL_ISOLATION,
     LABEL_MANAGED,
     LABEL_SANDBOX_ID,
     LABEL_WORKSPACE_ID,
+    SANDBOX_TMP,
     SANDBOX_WORKSPACE,
     ContainerSpec,
     ContainerState,
@@ -44,8 +49,11 @@ from domain.containers import (
     ToolResult,
     container_name,
     env_hash,
+    isolation_key,
+    network_name,
     pids_limit,
     sandbox_hostname,
+    tmp_size_mb,
     workspace_volume,
 )
 
@@ -56,6 +64,7 @@ __all__ = [
     "DockerRuntimeError",
     "DockerUnavailable",
     "ImageMissing",
+    "IsolationUnavailable",
 ]
 
 # Host-side allowance on top of a tool's own timeout (exec setup, python start, JSON transfer).
@@ -109,6 +118,11 @@ class ImageMissing(DockerRuntimeError):
         self.image = image
 
 
+class IsolationUnavailable(DockerRuntimeError):
+    """The sandbox's network or disk isolation cannot be set up here (a business failure:
+    retrying does not help; the reason says what the host lacks)."""
+
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -148,6 +162,8 @@ def _translate_errors(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except DockerRuntimeError:
             raise
+        except (EgressUnavailable, DiskError) as exc:
+            raise IsolationUnavailable(str(exc)) from exc
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
             raise DockerUnavailable(f"Docker engine unreachable: {exc}") from exc
         except docker.errors.NotFound as exc:
@@ -358,6 +374,15 @@ def _workspace_bytes(attrs: dict[str, Any], max_files: int = 100_000) -> int:
     return total
 
 
+def _tmp_bytes(pid: int) -> int:
+    """Bytes held by the container's /tmp tmpfs, through its init's root (a local engine)."""
+    try:
+        st = os.statvfs(f"/proc/{pid}/root{SANDBOX_TMP}")
+    except OSError:
+        return 0
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
 def _host_memory_bytes() -> int | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -434,9 +459,14 @@ class DockerRuntime:
         log_max_size: str = "10m",
         log_max_files: int = 3,
         installation: str = "",
+        disks: SandboxDisks | None = None,
     ) -> None:
         self._client = client
         self.installation = installation
+        # Per-sandbox size-limited /workspace filesystems (activities/sandbox_disk.py) and
+        # per-workspace networks (activities/sandbox_network.py).
+        self.disks = disks or SandboxDisks()
+        self.networks = SandboxNetworks(lambda: self.client, installation)
         self._client_lock = threading.Lock()
         self.image = image
         self._log_config = LogConfig(
@@ -468,13 +498,14 @@ class DockerRuntime:
         except docker.errors.NotFound as exc:
             raise ContainerNotFound(sandbox_id) from exc
 
-    def _create_kwargs(self, spec: ContainerSpec) -> dict[str, Any]:
+    def _create_kwargs(self, spec: ContainerSpec, network: str | None = None) -> dict[str, Any]:
         labels = {
             **spec.labels,
             LABEL_SANDBOX_ID: spec.sandbox_id,
             LABEL_WORKSPACE_ID: spec.workspace_id,
             LABEL_MANAGED: "true",
             LABEL_ENV_HASH: env_hash(spec.env),
+            LABEL_ISOLATION: isolation_key(spec.egress, spec.disk_mb),
         }
         if self.installation:
             labels[LABEL_INSTALLATION] = self.installation
@@ -504,6 +535,7 @@ class DockerRuntime:
             "privileged": False,
             "log_config": self._log_config,
             # Only the sandbox's own named volume: never the Docker socket, nothing of the host.
+            # It binds the sandbox's size-limited disk when the host can make one.
             "mounts": [
                 Mount(
                     target=SANDBOX_WORKSPACE,
@@ -511,12 +543,90 @@ class DockerRuntime:
                     type="volume",
                 )
             ],
+            # Nothing else is writable: a read-only root, and /tmp a sized tmpfs (its pages
+            # count against the memory limit).
+            "read_only": True,
+            "tmpfs": {
+                SANDBOX_TMP: f"size={tmp_size_mb(spec.memory_mb, spec.disk_mb)}m,mode=1777,"
+                "nosuid,nodev"
+            },
+            # IPv4 only: the firewall rules of a workspace network are IPv4 rules.
+            "sysctls": {"net.ipv6.conf.all.disable_ipv6": "1"},
         }
         if spec.command:
             kwargs["command"] = list(spec.command)
         if spec.network_mode:
             kwargs["network_mode"] = spec.network_mode
+            if spec.network_mode in ("none", "host") or spec.network_mode.startswith("container:"):
+                kwargs.pop("sysctls")
+        elif network:
+            kwargs["network"] = network
         return kwargs
+
+    def _ensure_workspace_volume(self, spec: ContainerSpec) -> None:
+        """The sandbox's /workspace volume, binding its size-limited disk (made/resized and
+        mounted here). A volume from before disks (unlimited) has its files moved onto the disk.
+        Without disk support on this host the plain volume stays (the reason is logged)."""
+        if not self.disks.available:
+            return
+        sid = spec.sandbox_id
+        source = self.disks.ensure(sid, spec.disk_mb, self.installation)
+        name = workspace_volume(sid)
+        api = self.client.api
+        try:
+            current = api.inspect_volume(name)
+        except docker.errors.NotFound:
+            current = None
+        if current is not None:
+            options = current.get("Options") or {}
+            if options.get("device") == str(source) and options.get("o") == "bind":
+                return
+            if not options and current.get("Driver") == "local":
+                self.disks.adopt(sid, Path(current.get("Mountpoint") or ""))
+            api.remove_volume(name, force=True)
+        labels = {LABEL_MANAGED: "true", LABEL_SANDBOX_ID: sid}
+        if self.installation:
+            labels[LABEL_INSTALLATION] = self.installation
+        api.create_volume(
+            name,
+            driver="local",
+            driver_opts={"type": "none", "o": "bind", "device": str(source)},
+            labels=labels,
+        )
+
+    def _ensure_network(self, spec: ContainerSpec) -> str | None:
+        if spec.network_mode:
+            return None
+        name, _ = self.networks.ensure(spec.workspace_id, spec.egress)
+        return name
+
+    @_translate_errors
+    def outdated(self, spec: ContainerSpec) -> str | None:
+        """Why the existing container no longer matches `spec` and must be re-created (keeping
+        /workspace): other env vars, egress or disk size, or its network is gone. None when it
+        matches or does not exist."""
+        try:
+            attrs = self._get(spec.sandbox_id).attrs
+        except ContainerNotFound:
+            return None
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        if labels.get(LABEL_ENV_HASH) != env_hash(spec.env):
+            return "environment variables changed"
+        if labels.get(LABEL_ISOLATION) != isolation_key(spec.egress, spec.disk_mb):
+            return "isolation settings changed"
+        if spec.network_mode:
+            return None
+        name = network_name(self.installation, spec.workspace_id, spec.egress)
+        joined = ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).get(name)
+        if joined is None:
+            return "not on its workspace network"
+        try:
+            current = self.client.api.inspect_network(name)
+        except docker.errors.NotFound:
+            return "its workspace network is gone"
+        if joined.get("NetworkID") and joined["NetworkID"] != current.get("Id"):
+            return "its workspace network was re-created"
+        return None
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -533,21 +643,43 @@ class DockerRuntime:
 
     @_translate_errors
     def ensure_container(self, spec: ContainerSpec) -> ContainerState:
-        """Create the sandbox's container if it does not exist (not started)."""
+        """Create the sandbox's container if it does not exist (not started). Either way its
+        disk is mounted and its network's firewall rules are in place (a reboot loses both)."""
         try:
-            return _state_from_attrs(self._get(spec.sandbox_id).attrs)
+            existing = self._get(spec.sandbox_id)
         except ContainerNotFound:
-            pass
-        kwargs = self._create_kwargs(spec)
-        try:
-            container = self.client.containers.create(**kwargs)
-        except docker.errors.ImageNotFound as exc:
-            raise ImageMissing(kwargs["image"]) from exc
-        except docker.errors.APIError as exc:
-            if exc.status_code == 409:
-                # Lost a race with a concurrent create of the same name: that one wins.
-                return _state_from_attrs(self._get(spec.sandbox_id).attrs)
-            raise
+            existing = None
+        if existing is not None:
+            if self.disks.available and self.disks.image(spec.sandbox_id).exists():
+                # Mount only: resizing waits for a re-created container.
+                self.disks.ensure(spec.sandbox_id, self.disks.size_mb(spec.sandbox_id))
+            joined = ((existing.attrs.get("NetworkSettings") or {}).get("Networks") or {}).values()
+            self.networks.ensure_rules([n["NetworkID"] for n in joined if n.get("NetworkID")])
+            return _state_from_attrs(existing.attrs)
+        self._ensure_workspace_volume(spec)
+        kwargs = self._create_kwargs(spec, self._ensure_network(spec))
+        container = None
+        for attempt in range(2):
+            try:
+                container = self.client.containers.create(**kwargs)
+                break
+            except docker.errors.ImageNotFound as exc:
+                raise ImageMissing(kwargs["image"]) from exc
+            except docker.errors.NotFound:
+                # The network was removed between ensuring and creating (its last sandbox of
+                # the workspace was deleted just then): make it again, once.
+                if attempt or spec.network_mode:
+                    raise
+                kwargs = self._create_kwargs(spec, self._ensure_network(spec))
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:
+                    # Lost a race with a concurrent create of the same name: that one wins.
+                    return _state_from_attrs(self._get(spec.sandbox_id).attrs)
+                raise
+        assert container is not None
+        if not spec.network_mode:
+            # A re-creation for another egress mode leaves the old mode's network unused.
+            self.networks.remove_unused(spec.workspace_id, keep=kwargs.get("network"))
         container.reload()
         return _state_from_attrs(container.attrs)
 
@@ -587,12 +719,17 @@ class DockerRuntime:
 
     @_translate_errors
     def remove(self, sandbox_id: str, keep_workspace: bool = False) -> None:
-        """Remove the container and (unless kept) its /workspace volume; absent is success."""
+        """Remove the container and (unless kept) its /workspace volume and disk, and the
+        workspace network once no container uses it; absent is success."""
         try:
             container = self._get(sandbox_id)
         except ContainerNotFound:
             container = None
+        workspace_id, joined = None, []
         if container is not None:
+            workspace_id = (container.labels or {}).get(LABEL_WORKSPACE_ID)
+            networks = (container.attrs.get("NetworkSettings") or {}).get("Networks") or {}
+            joined = [n["NetworkID"] for n in networks.values() if n.get("NetworkID")]
             try:
                 container.remove(force=True, v=True)
             except docker.errors.NotFound:
@@ -606,6 +743,25 @@ class DockerRuntime:
         if not keep_workspace:
             with contextlib.suppress(docker.errors.NotFound):
                 self.client.volumes.get(workspace_volume(sandbox_id)).remove(force=True)
+            self.disks.remove(sandbox_id)
+            self.networks.remove_if_unused(joined)
+            if workspace_id:
+                self.networks.remove_unused(workspace_id)
+
+    @_translate_errors
+    def remove_orphan_resources(self, known_sandbox_ids: set[str]) -> list[str]:
+        """Disks (and their volumes) of this installation whose sandbox no longer exists, and
+        workspace networks no container uses. Returns what was removed."""
+        removed = []
+        for sid in self.disks.owned(self.installation):
+            if sid in known_sandbox_ids:
+                continue
+            with contextlib.suppress(docker.errors.NotFound):
+                self.client.api.remove_volume(workspace_volume(sid), force=True)
+            self.disks.remove(sid)
+            removed.append(f"disk:{sid}")
+        removed.extend(f"network:{n}" for n in self.networks.remove_unused())
+        return removed
 
     @_translate_errors
     def created_env_hash(self, sandbox_id: str) -> str | None:
@@ -680,22 +836,35 @@ class DockerRuntime:
         container_id = attrs["Id"]
         host_config = attrs.get("HostConfig") or {}
         configured_limit = int(host_config.get("Memory") or 0)
-        # Writable layer (the workspace lives in it); the engine walks the upper dir for it.
-        disk_bytes = int(attrs.get("SizeRw") or 0) + _workspace_bytes(attrs)
-        disk_mb = round(disk_bytes / _MIB, 2)
-        now = datetime.now(UTC)
         state = attrs.get("State") or {}
         pid = int(state.get("Pid") or 0)
-        if not state.get("Running") or pid <= 0:
+        running = bool(state.get("Running")) and pid > 0
+        # Writable layer (empty with a read-only root) + /workspace (its disk's used blocks, or
+        # a walk of an unlimited volume) + the /tmp tmpfs.
+        disk = self.disks.usage(sandbox_id) if self.disks.available else None
+        disk_bytes = int(attrs.get("SizeRw") or 0)
+        disk_bytes += int(disk.used_mb * _MIB) if disk is not None else _workspace_bytes(attrs)
+        if running and SANDBOX_TMP in (host_config.get("Tmpfs") or {}):
+            # Only a /tmp of its own: an older container's /tmp is its writable layer, whose
+            # statvfs would be the host's whole filesystem.
+            disk_bytes += _tmp_bytes(pid)
+        disk_mb = round(disk_bytes / _MIB, 2)
+        limits = {"disk_limit_mb": disk.size_mb if disk is not None else 0.0}
+        now = datetime.now(UTC)
+        if not running:
             limit_mb = configured_limit / _MIB if configured_limit else 0.0
-            return ResourceUsage(0.0, 0.0, limit_mb, 0.0, disk_mb, 0, 0, 0, now, "stopped")
+            return ResourceUsage(
+                0.0, 0.0, limit_mb, 0.0, disk_mb, 0, 0, 0, now, "stopped", **limits
+            )
         dirs = self._cgroups.locate(pid, container_id)
+        usage = None
         if dirs is not None:
-            try:
-                return self._usage_from_cgroup(container_id, pid, dirs, configured_limit, disk_mb)
-            except (OSError, ValueError, IndexError):
-                pass  # container exited mid-read, or an unexpected layout: ask the engine
-        return self._usage_from_stats(container_id, configured_limit, disk_mb)
+            # Failing: the container exited mid-read, or an unexpected layout: ask the engine.
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                usage = self._usage_from_cgroup(container_id, pid, dirs, configured_limit, disk_mb)
+        if usage is None:
+            usage = self._usage_from_stats(container_id, configured_limit, disk_mb)
+        return replace(usage, **limits)
 
     def _usage_from_cgroup(
         self, container_id: str, pid: int, dirs: dict[str, Path], configured: int, disk_mb: float
@@ -833,8 +1002,15 @@ class DockerRuntime:
         tool: str,
         args: dict[str, Any] | None = None,
         timeout_seconds: float | None = None,
+        *,
+        user: str = "",
     ) -> ToolResult:
-        """Run one agent-runtime tool inside the running container and return its answer."""
+        """Run one agent-runtime tool inside the running container and return its answer.
+
+        The runtime runs isolated (`python3 -I`, a root-owned interpreter link and code on a
+        read-only root): nothing the agent writes (a .pth or usercustomize in its user site,
+        a sitecustomize in /workspace, PYTHON* variables) is imported into it. `user` = ""
+        runs it as the image's user (tools act on the agent's files as the agent)."""
         args = dict(args or {})
         if tool == "run_command":
             inner = (
@@ -855,12 +1031,13 @@ class DockerRuntime:
             # By name, without a prior inspect: the engine's 404/409 say absent/not running.
             exec_id = api.exec_create(
                 container_name(sandbox_id),
-                ["python3", AGENT_RUNTIME_PATH, "tool"],
+                [*AGENT_RUNTIME_COMMAND, "tool"],
                 stdin=True,
                 stdout=True,
                 stderr=True,
                 tty=False,
                 workdir=SANDBOX_WORKSPACE,
+                user=user,
             )["Id"]
         except docker.errors.NotFound as exc:
             raise ContainerNotFound(sandbox_id) from exc
@@ -962,5 +1139,8 @@ class DockerRuntime:
             pass
 
     def health(self, sandbox_id: str, timeout_seconds: float = 10.0) -> ToolResult:
-        """The agent runtime's own health report (status, uptime, workspace)."""
-        return self.exec_tool(sandbox_id, "health", {}, timeout_seconds=timeout_seconds)
+        """The agent runtime's own health report (status, uptime, workspace), run as a uid no
+        agent process has, so none can reach into the check while it runs."""
+        return self.exec_tool(
+            sandbox_id, "health", {}, timeout_seconds=timeout_seconds, user=HEALTH_CHECK_USER
+        )

@@ -4,9 +4,10 @@ of their outcome to the read model and event log (async). Each is idempotent on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -21,12 +22,20 @@ from activities.docker_runtime import (
     DockerRuntime,
     DockerRuntimeError,
     ImageMissing,
+    IsolationUnavailable,
 )
-from domain.containers import ContainerSpec, ContainerState, LogLine, ResourceUsage, env_hash
+from domain.containers import (
+    ContainerSpec,
+    ContainerState,
+    LogLine,
+    ResourceUsage,
+    sandbox_disk_mb,
+    workspace_egress,
+)
 from domain.sandbox import StatusRecord
 from domain.timeutil import iso, utcnow
 from store import events
-from store.models import Event, MetricsSample, Sandbox
+from store.models import Event, MetricsSample, Sandbox, Workspace
 
 # Bounded retention of what the health loop records (per sandbox).
 METRICS_RETENTION = timedelta(days=7)
@@ -86,7 +95,7 @@ def _docker_call(fn: Callable[..., T], *args: Any) -> T:
     retried); an unreachable engine or engine error is retried by Temporal with backoff."""
     try:
         return fn(*args)
-    except (ImageMissing, ContainerNotFound, ContainerNotRunning) as exc:
+    except (ImageMissing, ContainerNotFound, ContainerNotRunning, IsolationUnavailable) as exc:
         raise _non_retryable(exc) from exc
 
 
@@ -94,16 +103,23 @@ class SandboxActivities:
     def __init__(self, runtime: DockerRuntime, sessions: async_sessionmaker[AsyncSession]) -> None:
         self._docker = runtime
         self._sessions = sessions
+        # The loop the sessions belong to: sync activities (threads) read the read model on it.
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
 
     # -- Docker ---------------------------------------------------------------------------------
 
     @activity.defn(name="sandbox_start")
     def start(self, inp: StartInput) -> ContainerState:
         """Create the container if missing (re-create it, keeping /workspace, when its env
-        vars changed), start it, and wait until its runtime answers."""
-        created_with = self._docker.created_env_hash(inp.spec.sandbox_id)
-        if created_with is not None and created_with != env_hash(inp.spec.env):
-            self._docker.remove(inp.spec.sandbox_id, keep_workspace=True)
+        vars, its workspace's egress or its disk size changed), start it, and wait until its
+        runtime answers."""
+        spec = self._isolation(inp.spec)
+        inp = replace(inp, spec=spec)
+        if _docker_call(self._docker.outdated, spec) is not None:
+            self._docker.remove(spec.sandbox_id, keep_workspace=True)
         _docker_call(self._docker.ensure_container, inp.spec)
         _docker_call(self._docker.start, inp.spec.sandbox_id)
         deadline = time.monotonic() + inp.ready_timeout_seconds
@@ -124,6 +140,31 @@ class SandboxActivities:
             f"sandbox runtime not ready after {inp.ready_timeout_seconds:.0f} s: {last_error}",
             type="RuntimeNotReady",
         )
+
+    def _isolation(self, spec: ContainerSpec) -> ContainerSpec:
+        """The spec with the egress and disk size the read model holds now: both are read at
+        each (re)creation, so a changed workspace setting applies at the next start/restart."""
+        loop = self._loop
+        if loop is None or loop.is_closed() or spec.network_mode:
+            return spec
+        with contextlib.suppress(RuntimeError):
+            if asyncio.get_running_loop() is loop:
+                return spec  # called on the loop itself (tests): cannot block on it
+        egress, disk_mb = asyncio.run_coroutine_threadsafe(
+            self._read_isolation(spec.sandbox_id, spec.workspace_id), loop
+        ).result(timeout=60)
+        return replace(spec, egress=egress or spec.egress, disk_mb=disk_mb or spec.disk_mb)
+
+    async def _read_isolation(self, sandbox_id: str, workspace_id: str) -> tuple[str, int]:
+        async with self._sessions() as session:
+            settings = await session.scalar(
+                select(Workspace.settings).where(Workspace.id == workspace_id)
+            )
+            resources = await session.scalar(
+                select(Sandbox.resources).where(Sandbox.id == sandbox_id)
+            )
+        egress = workspace_egress(settings) if settings is not None else ""
+        return egress, sandbox_disk_mb(resources) if resources is not None else 0
 
     @activity.defn(name="sandbox_stop")
     def stop(self, inp: StopInput) -> ContainerState:
@@ -293,10 +334,9 @@ class SandboxActivities:
     # -- start-up sweep -------------------------------------------------------------------------
 
     async def remove_orphans(self) -> list[str]:
-        """Remove managed containers whose sandbox no longer exists in the database."""
+        """Remove managed containers (and disks, unused workspace networks) whose sandbox no
+        longer exists in the database."""
         containers = await asyncio.to_thread(self._docker.find_managed_containers)
-        if not containers:
-            return []
         async with self._sessions() as session:
             known = set(await session.scalars(select(Sandbox.id)))
         removed = []
@@ -304,6 +344,8 @@ class SandboxActivities:
             if c.sandbox_id and c.sandbox_id not in known:
                 await asyncio.to_thread(self._docker.remove, c.sandbox_id)
                 removed.append(c.sandbox_id)
+        # Disks and workspace networks nothing uses any more (activities/docker_runtime.py).
+        await asyncio.to_thread(self._docker.remove_orphan_resources, known)
         return removed
 
 

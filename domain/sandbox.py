@@ -43,6 +43,8 @@ class SandboxResources:
     cpu_cores: float = 1.0
     timeout_seconds: int = 300
     max_processes: int = 10
+    # Size of the /workspace filesystem; applies when the container is (re)created.
+    disk_mb: int = 1024
 
 
 @dataclass

@@ -59,8 +59,13 @@ if ! command -v docker-init >/dev/null 2>&1 && [ ! -x /usr/libexec/docker/docker
     && [ ! -x /usr/bin/docker-init ]; then
     need+=(tini)
 fi
-# dockerd needs iptables for the default bridge network.
+# dockerd needs iptables for the default bridge network; the worker adds the firewall rules of
+# `egress: internet` workspace networks with it too.
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
+# Sandbox disks (activities/sandbox_disk.py): sparse ext4 images, loop-mounted and resized.
+command -v mkfs.ext4 >/dev/null 2>&1 && command -v resize2fs >/dev/null 2>&1 \
+    && command -v e2fsck >/dev/null 2>&1 || need+=(e2fsprogs)
+command -v losetup >/dev/null 2>&1 || need+=(mount)
 
 if [ "${#need[@]}" -gt 0 ]; then
     log "installing ${need[*]}"

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, StringConstraints, field_validator, model
 
 from api.schemas.common import Description, Name, RequestModel, SafeStr
 from api.schemas.config import LLMParameters
+from domain.containers import MAX_DISK_MB, MIN_DISK_MB
 from domain.enums import LLMProviderName
 
 SECRET_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
@@ -57,6 +58,8 @@ class ResourcesIn(RequestModel):
     cpu_cores: Annotated[float, Field(ge=0.1, le=16)] | None = None
     timeout_seconds: Annotated[int, Field(ge=30, le=3600)] | None = None
     max_processes: Annotated[int, Field(ge=1, le=100)] | None = None
+    # Size of /workspace (MiB): a write past it fails with ENOSPC inside the sandbox.
+    disk_mb: Annotated[int, Field(ge=MIN_DISK_MB, le=MAX_DISK_MB)] | None = None
 
 
 class SandboxCreate(RequestModel):

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
 from api.schemas.common import Description, Name, RequestModel
 from domain.enums import LLMProviderName, PolicyMode
+
+# What the workspace's sandboxes may reach over the network (domain.containers.EGRESS_MODES):
+# `none` only each other; `internet` also public addresses, never private ranges or the host.
+# LLM calls run in the worker, not in sandboxes, so `none` is the default.
+Egress = Literal["none", "internet"]
 
 
 class ResourceDefaults(RequestModel):
@@ -27,6 +32,7 @@ class WorkspaceSettings(RequestModel):
     default_llm_provider: LLMProviderName = LLMProviderName.QWEN
     collaboration_policy: PolicyMode = PolicyMode.ALLOW_ALL
     resource_defaults: ResourceDefaults = Field(default_factory=ResourceDefaults)
+    egress: Egress = "none"
 
 
 class WorkspaceSettingsPatch(RequestModel):
@@ -36,6 +42,8 @@ class WorkspaceSettingsPatch(RequestModel):
     default_llm_provider: LLMProviderName | None = None
     collaboration_policy: PolicyMode | None = None
     resource_defaults: ResourceDefaultsPatch | None = None
+    # Applies to each sandbox when its container is next (re)created: start/restart.
+    egress: Egress | None = None
 
 
 class WorkspaceCreate(RequestModel):

@@ -423,6 +423,8 @@ def tool_health(args: dict[str, Any]) -> dict[str, Any]:
         "workspace": str(WORKSPACE),
         "last_heartbeat": None,
         "version": RUNTIME_VERSION,
+        # The worker runs this with `python3 -I`: no user site, no PYTHON* variables.
+        "isolated": bool(sys.flags.isolated),
     }
     try:
         beat = json.loads(HEARTBEAT_FILE.read_text())
