@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -27,6 +28,11 @@ from domain.timeutil import utcnow
 from store.models import Collaboration, Message, Sandbox, Workspace
 
 MAX_TOOL_OUTPUT = 16_000  # characters of a tool result handed back to the model
+
+
+# The smallest token budget of a turn whose answer must be a whole JSON object (a plan of a
+# few steps is ≈ 300 tokens; the embedded model's default budget is 512).
+STRUCTURED_MIN_TOKENS = 1024
 
 
 def choose_provider(ws: Workspace, sandbox: Sandbox, agent: dict[str, object]) -> LLMProviderConfig:
@@ -114,6 +120,10 @@ class AgentActivities:
                 tools=list(SANDBOX_TOOLS) if (m.content or {}).get("tools", True) else [],
                 response_schema=fmt.schema if (fmt := await _reply_format(session, m)) else None,
             )
+            if fmt is not None and request.provider.max_tokens < STRUCTURED_MIN_TOKENS:
+                # A JSON answer cut off at the token limit is no answer at all.
+                provider = replace(request.provider, max_tokens=STRUCTURED_MIN_TOKENS)
+                request = replace(request, provider=provider)
             return AgentTurnPlan(
                 message_id=m.id,
                 sandbox_id=sandbox.id,

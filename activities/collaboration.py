@@ -17,6 +17,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.messaging import message_event_data, publish_to_both
 from domain.collaboration import FINISHED, Snapshot, StepMessage, StepReply, StepSent
+from domain.collaboration_warnings import with_warnings
 from domain.messages import MessageStatus
 from domain.policy import decide
 from domain.timeutil import utcnow
@@ -127,7 +128,10 @@ class CollaborationActivities:
             progress = asdict(snap.progress)
             row.version, row.status, row.progress = snap.version, snap.status, progress
             row.steps, row.deliverables = snap.steps, snap.deliverables
-            row.result, row.error, row.updated_at = snap.result, snap.error, now
+            # The final result says how well the run did its job (fallback plan, empty or
+            # echoed outputs, no valid vote): `completed` alone would not tell the truth.
+            result = with_warnings(row.mode, snap.result, snap.steps) if snap.finished else None
+            row.result, row.error, row.updated_at = result or snap.result, snap.error, now
             if row.started_at is None and snap.status != "initializing":
                 row.started_at = now
             if snap.finished and row.completed_at is None:
@@ -144,6 +148,7 @@ class CollaborationActivities:
                         "status": row.status,
                         "progress": progress,
                         **snap.event_data,
+                        **({"result": result} if result is not None else {}),
                     },
                     workspace_id=row.workspace_id,
                     collaboration_id=row.id,

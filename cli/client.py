@@ -538,6 +538,11 @@ def _print_outcome(final: Any) -> None:
     print(f"status: {out.status(final.status)}")
     if final.error:
         print(f"{out.paint('error', 'red')}: {final.error.code}: {final.error.message}")
+    result = final.result if isinstance(final.result, dict) else {}
+    if result.get("plan_source"):
+        print(f"plan: {result['plan_source']}")
+    for warning in result.get("warnings") or []:  # completed is not always done well
+        print(f"{out.paint('warning', 'yellow')}: {warning}")
     for name, text in (final.deliverables or {}).items():
         print()
         print(out.paint(f"== {name} ==", "bold"))

@@ -38,7 +38,9 @@ def step_ids(count: int) -> list[str]:
 def plan_format(participants: list[str], deliverables: list[str]) -> ReplyFormat:
     """Step ids come from a fixed list, so `depends_on` can only name ids that may exist;
     assignees and deliverables are the collaboration's own."""
-    ids = step_ids(min(MAX_PLAN_STEPS, max(len(deliverables), len(participants)) + 2))
+    # A step per deliverable (or participant) and one more: small models otherwise pad the
+    # plan with near-duplicate steps, and every step is a turn someone waits for.
+    ids = step_ids(min(MAX_PLAN_STEPS, max(len(deliverables), len(participants)) + 1))
     deliverable: dict[str, Any] = (
         {"type": "string", "enum": deliverables} if deliverables else {"type": "string"}
     )
@@ -55,10 +57,13 @@ def plan_format(participants: list[str], deliverables: list[str]) -> ReplyFormat
                         "id": {"type": "string", "enum": ids},
                         "assignee": {"type": "string", "enum": participants},
                         "deliverable": deliverable,
-                        "instructions": {"type": "string", "minLength": 1},
+                        "instructions": {"type": "string", "minLength": 1, "maxLength": 400},
+                        # Bounded: greedy decoding of a small model can repeat one id
+                        # until the token limit cuts the JSON off.
                         "depends_on": {
                             "type": "array",
                             "items": {"type": "string", "enum": ids},
+                            "maxItems": len(ids) - 1,
                         },
                     },
                     "required": ["id", "assignee", "deliverable", "instructions", "depends_on"],

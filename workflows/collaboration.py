@@ -68,6 +68,10 @@ with workflow.unsafe.imports_passed_through():
 
 COLLABORATION_WORKFLOW = "Collaboration"
 STOP_GRACE_SECONDS = 5.0
+# Behind workflow.patched: histories recorded before this ended "completed" with the status as
+# result (tests/histories/collaboration_failed_before_patch.json replays them).
+FAILURE_FAILS = "collaboration-failure-fails-workflow"
+COLLABORATION_FAILED = "CollaborationFailed"  # the ApplicationError type operators filter on
 
 
 class StepFailed(Exception):
@@ -82,6 +86,7 @@ class CollaborationWorkflow:
         self._steps: dict[str, dict[str, Any]] = {}  # step records, in the order they started
         self._deliverables: dict[str, str] = {}
         self._result: dict[str, Any] | None = None
+        self._failure: str | None = None
         self._cancel_reason: str | None = None
         self._finished = False
         self._version = 0
@@ -155,6 +160,15 @@ class CollaborationWorkflow:
             self._progress.advance(100)
             self._progress.current_step = None
             await self._finish(CollaborationStatus.COMPLETED, None, None)
+        if self._status == CollaborationStatus.FAILED and workflow.patched(FAILURE_FAILS):
+            # Failed (a step, the timeout) is a failed workflow: the Temporal UI's status
+            # filter finds it. The read model and the stream already say so (_finish).
+            raise ApplicationError(
+                self._failure or "the collaboration failed",
+                {"collaboration_id": inp.collaboration_id},
+                type=COLLABORATION_FAILED,
+                non_retryable=True,
+            )
         return self._status
 
     async def _stop(self, body: asyncio.Task[None]) -> None:
@@ -167,6 +181,7 @@ class CollaborationWorkflow:
 
     async def _finish(self, status: str, code: str | None, reason: str | None) -> None:
         self._status = status
+        self._failure = reason
         for state in self._progress.participants.values():
             if state["status"] == "active":
                 state["status"] = "idle"

@@ -1,6 +1,8 @@
 """MessageDeliveryWorkflow (`message-{message_id}`): the durable life of one message that needs
 a human's approval or an agent's reply. Operators find it by message id in the Temporal UI,
-see every LLM call and tool run as an activity, and can reset it."""
+see every LLM call and tool run as an activity, and can reset it. A delivery that fails (denied,
+expired, not delivered, no reply, timed out) ends the workflow as *failed* (`DeliveryFailed`),
+so the UI's status filter finds it; its message's row says the same."""
 
 from __future__ import annotations
 
@@ -24,6 +26,14 @@ with workflow.unsafe.imports_passed_through():
     from workflows import policies as p
 
 
+# Behind workflow.patched: histories recorded before this ended "completed" with the status as
+# result (tests/histories/message_delivery_failed_before_patch.json replays them).
+DELIVERY_FAILURE_FAILS = "delivery-failure-fails-workflow"
+DELIVERY_FAILED = "DeliveryFailed"  # the ApplicationError type an operator filters on
+NOT_DELIVERED = "not_delivered"
+FAILED_ENDINGS = frozenset({MessageStatus.FAILED, MessageStatus.TIMEOUT, NOT_DELIVERED})
+
+
 @workflow.defn(name="MessageDelivery")
 class MessageDeliveryWorkflow:
     """Wait for the owner's approval (bounded), then hand the message to the target's inbox."""
@@ -32,6 +42,7 @@ class MessageDeliveryWorkflow:
         self._decision: ApprovalDecision | None = None
         self._status = MessageStatus.PENDING_APPROVAL.value
         self._delivered = False
+        self._reason: str | None = None
 
     @workflow.signal(name="delivered")
     def delivered(self) -> None:
@@ -58,6 +69,18 @@ class MessageDeliveryWorkflow:
 
     @workflow.run
     async def run(self, inp: MessageDeliveryInput) -> str:
+        status = await self._run(inp)
+        if status in FAILED_ENDINGS and workflow.patched(DELIVERY_FAILURE_FAILS):
+            await workflow.wait_condition(workflow.all_handlers_finished)  # `decide` answered
+            raise ApplicationError(
+                f"message {inp.message_id} {status}: {self._reason or status}",
+                {"message_id": inp.message_id, "status": status, "reason": self._reason},
+                type=DELIVERY_FAILED,
+                non_retryable=True,
+            )
+        return status
+
+    async def _run(self, inp: MessageDeliveryInput) -> str:
         if not inp.needs_approval:
             self._status = MessageStatus.QUEUED
         if inp.needs_approval:
@@ -96,7 +119,8 @@ class MessageDeliveryWorkflow:
                 lambda: self._delivered, timeout=timedelta(seconds=inp.max_wait_seconds + 60)
             )
         except TimeoutError:
-            return "not_delivered"
+            self._reason = f"not delivered within {inp.max_wait_seconds + 60:.0f} s"
+            return NOT_DELIVERED
         self._status = MessageStatus.DELIVERED
         turn = asyncio.create_task(self._reply(inp))
         try:
@@ -193,7 +217,7 @@ class MessageDeliveryWorkflow:
             retry_policy=p.STORE_RETRY,
             result_type=bool,
         )
-        self._status = to
+        self._status, self._reason = to, reason
 
     async def _fail(self, inp: MessageDeliveryInput, reason: str) -> str:
         await self._change(

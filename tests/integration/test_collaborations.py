@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from sqlalchemy import select
-from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
@@ -241,6 +242,18 @@ async def test_orchestrated_plans_runs_dependent_and_parallel_steps_and_integrat
     steps = {s["step"]: s for s in d["steps"]}
     assert steps["task_breakdown"]["attempts"] == 2 and d["result"]["plan_source"] == "orchestrator"
     assert d["result"]["summary"] == "Integrated 3 deliverables by fe-lead"
+    # The plan was asked for as JSON matching the plan's schema (structured outputs); the
+    # steps, free text with tools.
+    formats = [
+        (r.body.get("response_format") or {}).get("json_schema", {}).get("name")
+        for r in fake_server.requests
+        if "You orchestrate a collaboration" in _turn(r.body)[1]
+    ]
+    assert formats == ["collaboration_plan", "collaboration_plan"], formats
+    step_formats = [
+        r.body.get("response_format") for r in fake_server.requests if r.body.get("tools")
+    ]
+    assert step_formats and not any(step_formats)
     # Deliverables came from the assignees' agents, each step fed the outputs it depends on.
     assert d["deliverables"] == {
         "backend_api": "POST /auth/login by be-lead",
@@ -390,6 +403,22 @@ async def test_a_failing_participant_is_retried_then_fails_the_collaboration_cle
     assert participants[team.ids["security-team"]] == "failed"
     assert d["deliverables"]["backend_api"] == "POST /auth/login by be-lead"  # partial work kept
     assert "integration" not in d["progress"]["completed_steps"]
+    # In the Temporal UI, the collaboration and the failed step deliveries are *failed*
+    # workflows (not a green COMPLETED), found by the status filter.
+    client = stack.temporal.client
+    failed = await eventually(
+        lambda: _list(client, f'AintandemCollaborationId = "{cid}" AND ExecutionStatus = "Failed"'),
+        lambda ids: len(ids) >= 3,
+        30,
+        "failed workflows by status",
+    )
+    assert collaboration_workflow_id(cid) in failed
+    assert {message_workflow_id(m) for m in review["message_ids"]} <= failed
+    with pytest.raises(WorkflowFailureError) as info:
+        await client.get_workflow_handle(collaboration_workflow_id(cid)).result()
+    assert isinstance(info.value.cause, ApplicationError)
+    assert info.value.cause.type == "CollaborationFailed"
+    assert "failed after 2 attempts" in info.value.cause.message
 
 
 async def test_timeout_fails_it_with_partial_deliverables_and_stops_the_steps(
