@@ -671,6 +671,7 @@ async def complete(
         raise _config_error(f"unknown LLM provider {cfg.name!r}")
     if not cfg.model:
         raise _config_error(f"LLM provider {cfg.name!r} has no model")
+    req = _last_step_answers(req)
     access = access or ProviderAccess()
     api_key = resolve_api_key(cfg, env, access, offline_key)
     base_url = _base_url(cfg, offline_base_url)
@@ -699,6 +700,16 @@ async def complete(
         if clients is None:
             await pool.aclose()
     return result
+
+
+def _last_step_answers(req: AgentTurnRequest) -> AgentTurnRequest:
+    """The turn's last allowed model call gets no tools, so it must answer: a turn that ends
+    on a tool call would leave the reply empty (a small model can use every step on tools)."""
+    steps_taken = sum(1 for m in req.messages if m.role == "assistant" and m.tool_calls)
+    if not req.tools or steps_taken < req.max_steps - 1:
+        return req
+    note = "You have used all your tool calls: give your final answer now."
+    return replace(req, tools=[], messages=[*req.messages, ChatMessage("user", note)])
 
 
 def _provider_label(name: str) -> str:

@@ -104,8 +104,17 @@ def test_three_sandboxes_collaborate_with_the_offline_model(tmp_path: Path) -> N
             plans = [s["output"] for s in d["steps"] if s["step"] == "task_breakdown"]
             assert d["result"]["plan_source"] == "orchestrator", (d["result"], plans)
             assert set(d["deliverables"]) == set(DELIVERABLES)
+            replies_seen = [
+                (
+                    m["content"].get("steps"),
+                    m["content"].get("tool_calls"),
+                    m["content"]["text"][:300],
+                )
+                for m in d["messages"]
+                if m["message_type"] == "response"
+            ]
             for name, text in d["deliverables"].items():
-                assert len(text.strip()) > 40, (name, text)
+                assert len(text.strip()) > 40, (name, text, replies_seen)
                 assert "Produce the deliverable" not in text, (name, text)  # the fallback's echo
                 assert "Collaboration task:" not in text, (name, text)  # the prompt's echo
                 assert any(w in text.lower() for w in ABOUT_THE_TASK), (name, text)

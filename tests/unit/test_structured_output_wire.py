@@ -114,3 +114,23 @@ async def test_offline_tool_loop_is_schema_constrained(wire: FakeProvider) -> No
     assert json.loads(history[-2]["content"]) == action  # the call, in the model's own words
     assert history[-1] == {"role": "user", "content": 'Result of write_file:\n{"ok": true}'}
     assert second.content == "wrote a.txt" and second.tool_calls == []
+
+
+async def test_the_last_allowed_step_must_answer(wire: FakeProvider) -> None:
+    """A turn that used all but one of its steps on tools is asked for its answer without
+    tools: a small model could otherwise end the turn on a tool call, leaving no reply."""
+    req = _turn(provider(wire, "openai"), schema=None, tools=True)
+    for i in range(req.max_steps - 1):
+        call = ToolCall(f"c{i}", "list_files", {})
+        req.messages.append(ChatMessage("assistant", "", tool_calls=[call]))
+        req.messages.append(ChatMessage("tool", "[]", tool_call_id=f"c{i}"))
+    wire.then(200, openai_reply("here is my answer"))
+    result = await complete(req)
+    sent = wire.requests[0].body
+    assert "tools" not in sent and "final answer now" in sent["messages"][-1]["content"]
+    assert result.content == "here is my answer"
+    # One step earlier the tools are still offered.
+    req.messages[-2:] = []
+    wire.then(200, openai_reply("x"))
+    await complete(req)
+    assert "tools" in wire.requests[1].body
