@@ -31,7 +31,13 @@ from temporalio.exceptions import ApplicationError
 
 from activities.offline_llm import OfflineModelError, OfflineModelNotInstalled, OfflineModelServer
 from activities.provider_http import guarded_http_client, refusal_in_chain
-from domain.egress import HostAllowList, ProviderAccess, env_ref_refusal, url_refusal
+from domain.egress import (
+    HostAllowList,
+    ProviderAccess,
+    env_ref_refusal,
+    key_destination_refusal,
+    url_refusal,
+)
 from domain.enums import LLMProviderName
 from domain.llm import (
     ANTHROPIC_COMPATIBLE,
@@ -144,7 +150,10 @@ def resolve_api_key(
     ref = ENV_REF.match(value)
     if ref is None:
         return value
-    refusal = env_ref_refusal(ref.group(1), (access or ProviderAccess()).env_names)
+    access = access or ProviderAccess()
+    refusal = env_ref_refusal(ref.group(1), access.env_names) or key_destination_refusal(
+        ref.group(1), provider.base_url, DEFAULT_BASE_URLS.get(provider.name), access.hosts
+    )
     if refusal is not None:
         raise _config_error(f"LLM provider {provider.name!r}: api_key {refusal}")
     resolved = (os.environ if env is None else env).get(ref.group(1))

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     # The embedded model a workspace without a provider gets (domain/offline_models.py; short
     # names work: qwen-0.5b, qwen-1.5b, smollm2) and where installed models live (default:
     # inside this Python environment, e.g. .venv/share/aintandem/models).
+    # The largest /workspace disk a user may ask for (resources.disk_mb): disk images are
+    # sparse, so the operator decides how far the host's disk may be promised.
+    sandbox_max_disk_mb: int = 10240
+    # Whether workspaces may choose settings.egress "internet" (else only "none").
+    sandbox_internet_egress_allowed: bool = True
     offline_model: str = DEFAULT_OFFLINE_MODEL
     models_dir: Path | None = None
     # How long a message waits for its target sandbox to run before it fails.

@@ -140,3 +140,26 @@ class ProviderAccess:
     @classmethod
     def of(cls, env_allowlist: Iterable[str], allowed_hosts: Iterable[str]) -> ProviderAccess:
         return cls(frozenset(env_allowlist), HostAllowList.parse(allowed_hosts))
+
+
+def key_destination_refusal(
+    name: str, base_url: str | None, default_url: str | None, allowed: HostAllowList
+) -> str | None:
+    """Why the worker may not send the key `${name}` (the operator's, from its environment) to
+    `base_url`: such a key goes only to its provider's own endpoint, or to a host the operator
+    lists in AINTANDEM_PROVIDER_ALLOWED_HOSTS. Anything else would hand the operator's key to
+    whoever runs the server a user names."""
+    if not base_url:
+        return None
+    host = (urlsplit(base_url).hostname or "").lower().rstrip(".")
+    own = (urlsplit(default_url).hostname or "").lower() if default_url else ""
+    if host and (host == own or allowed.allows_name(host)):
+        return None
+    ip = parse_ip(host)
+    if ip is not None and allowed.allows_ip(ip):
+        return None
+    return (
+        f"${{{name}}} is the operator's key and goes only to the provider's own endpoint"
+        f"{f' ({own})' if own else ''}, not to {host or base_url}; write the key itself, or "
+        "ask the operator to list the host in AINTANDEM_PROVIDER_ALLOWED_HOSTS"
+    )

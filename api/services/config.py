@@ -17,9 +17,15 @@ from api.schemas.config import (
     WorkspaceConfigUpdate,
 )
 from api.services.workspaces import apply_settings_patch, effective_settings
-from domain.egress import ProviderAccess, env_ref_refusal, parse_ip, url_refusal
+from domain.egress import (
+    ProviderAccess,
+    env_ref_refusal,
+    key_destination_refusal,
+    parse_ip,
+    url_refusal,
+)
 from domain.errors import ConfigurationInvalid
-from domain.llm import ENV_REF
+from domain.llm import DEFAULT_BASE_URLS, ENV_REF
 from domain.timeutil import utcnow
 from store.models import Workspace
 
@@ -157,16 +163,39 @@ async def check_access(body: WorkspaceConfigUpdate, access: ProviderAccess) -> N
             _check_env_ref(f"mcp_servers[{i}].env.{key}", value, access)
 
 
+def check_key_destinations(providers: list[dict[str, Any]], access: ProviderAccess) -> None:
+    """A `${VAR}` key (the operator's) goes only to its provider's own endpoint or a host the
+    operator allows. Checked on the merged providers: a key kept from before (an omitted or
+    masked api_key) must not follow a newly set base_url either."""
+    for i, provider in enumerate(providers):
+        ref = ENV_REF.match(str(provider.get("api_key") or ""))
+        if ref is None:
+            continue
+        refusal = key_destination_refusal(
+            ref.group(1),
+            provider.get("base_url"),
+            DEFAULT_BASE_URLS.get(str(provider.get("name"))),
+            access.hosts,
+        )
+        if refusal is not None:
+            raise _invalid(f"llm_providers[{i}].base_url", refusal)
+
+
 async def update(
     session: AsyncSession,
     ws: Workspace,
     body: WorkspaceConfigUpdate,
     access: ProviderAccess | None = None,
 ) -> WorkspaceConfigOut:
-    await check_access(body, access or ProviderAccess())
-    apply_settings_patch(ws, body.settings)
+    access = access or ProviderAccess()
+    await check_access(body, access)
+    providers = None
     if body.llm_providers is not None:
-        ws.llm_providers = _merge_providers(ws.llm_providers or [], body)
+        providers = _merge_providers(ws.llm_providers or [], body)
+        check_key_destinations(providers, access)
+    apply_settings_patch(ws, body.settings)
+    if providers is not None:
+        ws.llm_providers = providers
     if body.mcp_servers is not None:
         ws.mcp_servers = _merge_mcp(ws.mcp_servers or [], body)
     if body.collaboration_policy is not None:

@@ -75,22 +75,48 @@ async def test_mcp_env_reference_outside_the_allowlist_is_refused(
     assert err["details"]["fields"][0]["field"] == "mcp_servers[0].env.TOKEN"
 
 
-async def test_allowlisted_reference_and_public_url_are_accepted(
+async def test_allowlisted_reference_to_the_providers_own_endpoint_is_accepted(
     strict_api: httpx.AsyncClient,
 ) -> None:
     acc, wid = await _workspace(strict_api)
     body = {
         "llm_providers": [
+            {"name": "openai", "api_key": "${OPENAI_API_KEY}"},
             {
-                "name": "openai",
-                "api_key": "${OPENAI_API_KEY}",
-                "base_url": "https://api.example.com/v1",
-            }
+                "name": "claude",
+                "api_key": "${ANTHROPIC_API_KEY}",
+                "base_url": "https://api.anthropic.com",
+            },
+            # A user's own key may go wherever the user likes (a public host).
+            {"name": "qwen", "api_key": "sk-mine", "base_url": "https://llm.example.com/v1"},
         ]
     }
     r = await strict_api.put(f"{WS}/{wid}/config", json=body, headers=acc.headers)
     assert r.status_code == 200, r.text
     assert r.json()["data"]["llm_providers"][0]["api_key"] == "${OPENAI_API_KEY}"
+
+
+async def test_the_operators_key_never_goes_to_a_users_server(
+    strict_api: httpx.AsyncClient,
+) -> None:
+    """`${OPENAI_API_KEY}` + `base_url` of the attacker's server made the worker send the
+    operator's key there. Refused, also when the key was stored before and only the URL
+    changes (an omitted api_key keeps the stored reference)."""
+    acc, wid = await _workspace(strict_api)
+    evil = {"name": "openai", "api_key": "${OPENAI_API_KEY}", "base_url": "https://evil.example/v1"}
+    r = await strict_api.put(
+        f"{WS}/{wid}/config", json={"llm_providers": [evil]}, headers=acc.headers
+    )
+    err = assert_error(r, 422, "CONFIGURATION_INVALID")["error"]
+    assert "OPENAI_API_KEY" in err["message"] and "evil.example" in err["message"]
+    first = {"llm_providers": [{"name": "openai", "api_key": "${OPENAI_API_KEY}"}]}
+    r = await strict_api.put(f"{WS}/{wid}/config", json=first, headers=acc.headers)
+    assert r.status_code == 200, r.text
+    moved = {"llm_providers": [{"name": "openai", "base_url": "https://evil.example/v1"}]}
+    r = await strict_api.put(f"{WS}/{wid}/config", json=moved, headers=acc.headers)
+    assert_error(r, 422, "CONFIGURATION_INVALID")
+    got = (await strict_api.get(f"{WS}/{wid}/config", headers=acc.headers)).json()["data"]
+    assert got["llm_providers"][0]["base_url"] is None  # nothing stored
 
 
 @pytest.mark.parametrize(
@@ -231,3 +257,21 @@ async def test_provider_error_body_is_not_echoed(listener: FakeProvider) -> None
     assert "SECRET-INTERNAL-PAGE" not in str(err) and "root:x" not in str(err)
     assert "HTTP 400" in str(err) and "invalid_request_error" in str(err)
     assert err.type == LLMErrorType.BAD_REQUEST.value
+
+
+async def test_worker_never_sends_the_operators_key_to_another_host(
+    listener: FakeProvider,
+) -> None:
+    """A config stored before the rule: the worker refuses before any request leaves."""
+    host = _internal_hostname()
+    port = listener.base.rsplit(":", 1)[1]
+    listener.reset()
+    listener.then(200, openai_reply())
+    reachable = ProviderAccess(hosts=HostAllowList.parse(["127.0.0.0/8"]))  # the host is fine
+    err = await _refused(
+        _turn(f"http://{host}:{port}/v1", "${OPENAI_API_KEY}"),
+        env={"OPENAI_API_KEY": "sk-OPERATOR"},
+        access=reachable,
+    )
+    assert err.type == LLMErrorType.CONFIG.value and "operator's key" in str(err)
+    assert listener.requests == []
