@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import time
 from dataclasses import replace
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,7 +28,8 @@ from domain.ids import Prefix, new_id
 from domain.llm import AgentTurnRequest, ChatMessage, LLMProviderConfig, offline_provider
 from domain.messages import MessageStatus
 from domain.structured_replies import ReplyFormat, render, reply_format
-from domain.timeutil import utcnow
+from domain.timeutil import iso, utcnow
+from store import events
 from store.models import Collaboration, Message, Sandbox, Workspace
 
 MAX_TOOL_OUTPUT = 16_000  # characters of a tool result handed back to the model
@@ -75,9 +80,18 @@ def _prompt(sandbox: Sandbox, agent: dict[str, object]) -> str:
 
 
 class AgentActivities:
+    """An agent's turn. Each step also writes a line to the sandbox's log (incoming message,
+    every tool call and its outcome, the reply with model, tokens and duration), so its logs
+    and `logs` stream show the agent's work, not only heartbeats."""
+
     def __init__(self, sessions: async_sessionmaker[AsyncSession], runtime: DockerRuntime) -> None:
         self._sessions = sessions
         self._docker = runtime
+        # Tool calls run in executor threads; their log lines are written on the worker's loop.
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
 
     @property
     def runtime(self) -> DockerRuntime:
@@ -98,6 +112,15 @@ class AgentActivities:
                 select(Sandbox.name).where(Sandbox.id == m.from_sandbox_id)
             )
             agent = agent_named(sandbox.agent_config, m.to_agent)
+            _log(
+                session,
+                sandbox,
+                f"{agent.get('name')} received a {m.message_type} from "
+                f"{m.from_agent or 'an agent'} of {sender or m.from_sandbox_id}: "
+                f"{_summary(m.content)}",
+                message_id=m.id,
+            )
+            await session.commit()
             # A collaboration step carries its prompt as text; other content goes as JSON.
             text = (m.content or {}).get("text")
             incoming = (
@@ -136,19 +159,51 @@ class AgentActivities:
     def run_tool(self, call: ToolInvocation) -> str:
         """Run one tool inside the sandbox; the result (or error) as text for the model."""
         if call.tool not in TOOL_NAMES:
+            self._log_from_thread(call.sandbox_id, "warn", f"unknown tool {call.tool!r} refused")
             return json.dumps({"error": f"unknown tool {call.tool!r}"})
+        started = time.monotonic()
         try:
             result = self._docker.exec_tool(
                 call.sandbox_id, call.tool, call.args, timeout_seconds=call.timeout_seconds
             )
         except DockerRuntimeError as exc:
+            self._log_tool(call, f"failed: {exc}", started, "error")
             return json.dumps({"error": str(exc)})
-        payload = (
-            result.result
-            if result.ok
-            else {"error": result.error_message, "type": result.error_type}
-        )
+        if result.ok:
+            self._log_tool(call, "ok", started)
+            payload = result.result
+        else:
+            self._log_tool(call, f"{result.error_type}: {result.error_message}", started, "warn")
+            payload = {"error": result.error_message, "type": result.error_type}
         return json.dumps(payload, ensure_ascii=False)[:MAX_TOOL_OUTPUT]
+
+    def _log_tool(
+        self, call: ToolInvocation, outcome: str, started: float, level: str = "info"
+    ) -> None:
+        # What the call touched (a path, a command), never file contents: they may be large
+        # or secret, and the tool's own output goes to the model, not the log.
+        target = call.args.get("path") or call.args.get("command") or ""
+        self._log_from_thread(
+            call.sandbox_id,
+            level,
+            f"tool {call.tool}({_clip(str(target), 120)}): {_clip(outcome, 200)} "
+            f"in {time.monotonic() - started:.2f} s",
+        )
+
+    def _log_from_thread(self, sandbox_id: str, level: str, message: str) -> None:
+        """A log line from an executor thread; never fails the tool call it describes."""
+        if self._loop is None or self._loop.is_closed():
+            return
+
+        async def write() -> None:
+            async with self._sessions() as session:
+                sandbox = await session.get(Sandbox, sandbox_id)
+                if sandbox is not None:
+                    _log(session, sandbox, message, level=level)
+                    await session.commit()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(write(), self._loop).result(timeout=10)
 
     @activity.defn(name="message_record_response")
     async def record_response(self, rec: ResponseRecord) -> str | None:
@@ -201,6 +256,18 @@ class AgentActivities:
                 "response": reply.content,
             }
             publish_to_both(session, m, "message_responded", data)
+            target = await session.get(Sandbox, m.to_sandbox_id)
+            if target is not None:
+                took = _seconds_since(m.delivered_at, now)
+                _log(
+                    session,
+                    target,
+                    f"{rec.agent_name} replied to {m.id}: {_clip(text, 200)} ("
+                    f"{rec.provider}/{rec.model}, {rec.input_tokens}+{rec.output_tokens} tokens, "
+                    f"{rec.steps} step(s), {rec.tool_calls} tool call(s)"
+                    + (f", {took:.1f} s)" if took is not None else ")"),
+                    message_id=m.id,
+                )
             await session.commit()
             return reply.id
 
@@ -226,4 +293,42 @@ async def _reply_format(session: AsyncSession, m: Message) -> ReplyFormat | None
         bool(content.get("tools", True)),
         [str(p.get("name")) for p in col.participants],
         list(col.requested_deliverables or []),
+    )
+
+
+def _seconds_since(then: datetime | None, now: datetime) -> float | None:
+    """SQLite hands timestamps back without a zone (they are UTC), PostgreSQL with one."""
+    if then is None:
+        return None
+    return (now.replace(tzinfo=None) - then.replace(tzinfo=None)).total_seconds()
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _summary(content: object) -> str:
+    if isinstance(content, dict) and isinstance(content.get("text"), str):
+        return _clip(content["text"], 200)
+    return _clip(json.dumps(content, ensure_ascii=False), 200)
+
+
+def _log(
+    session: AsyncSession, sandbox: Sandbox, message: str, *, level: str = "info", **fields: str
+) -> None:
+    """Stage one agent log line for `sandbox` (its logs and its `logs` stream)."""
+    events.append(
+        session,
+        channel="logs",
+        event="log",
+        data={
+            "timestamp": iso(utcnow()),
+            "level": level,
+            "message": message,
+            "stream": "agent",
+            **fields,
+        },
+        workspace_id=sandbox.workspace_id,
+        sandbox_id=sandbox.id,
     )

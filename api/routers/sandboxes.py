@@ -130,7 +130,8 @@ async def sandbox_logs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     since: Annotated[datetime | None, Query()] = None,
     level: Annotated[
-        Literal["debug", "info", "warn", "error"] | None, Query(description="minimum severity")
+        Literal["debug", "info", "warn", "error"] | None,
+        Query(description="minimum severity (default info: heartbeats are debug)"),
     ] = None,
 ) -> Response:
     sb = await service.get_owned(session, sandbox_id, user)

@@ -143,6 +143,20 @@ async def test_reply_with_a_tool_call_inside_the_sandbox(
     reply = await _message(stack, acc, m["response"]["message_id"])
     assert reply["message_type"] == "response" and reply["correlation_id"] == mid
     assert reply["from_sandbox"] == b and reply["to_sandbox"] == a
+    # The agent's work is in the target's logs (not only heartbeats, which are debug-level and
+    # hidden unless asked for): the message, the tool call and its outcome, the reply.
+    r = await stack.client.get(f"/api/v1/sandboxes/{b}/logs", headers=acc.headers)
+    lines = [line["message"] for line in r.json()["data"]["logs"]]
+    work = [line for line in lines if "Heartbeat" not in line]
+    assert any("received a request" in line and "Design" in line for line in work), lines
+    assert any("tool write_file(design/auth.md): ok in" in line for line in work), lines
+    assert any(
+        f"replied to {mid}: Designed it" in line
+        and "51+12 tokens" in line
+        and "1 tool call" in line
+        for line in work
+    ), lines
+    assert not any("Heartbeat" in line for line in lines)  # debug: hidden by default
 
 
 async def test_slow_agent_times_out_and_bad_key_fails(
