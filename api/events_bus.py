@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
 import time
 from collections import Counter, deque
@@ -69,7 +70,31 @@ def frame(
         "timestamp": timestamp or iso(utcnow()),
         "id": event_id,
     }
-    return Frame(event_id, channel, json.dumps(body, separators=(",", ":"), default=str))
+    return Frame(event_id, channel, encode_json(body))
+
+
+def _finite(value: object) -> object:
+    """`value` with every NaN/Infinity float (at any depth) replaced by None: JSON has no
+    such numbers, and a bare `NaN` in a frame breaks every strict client's parser."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {
+            (str(k) if isinstance(k, float) and not math.isfinite(k) else k): _finite(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def encode_json(value: object) -> str:
+    """Compact, strict JSON for a frame: non-finite floats become null, anything else
+    json cannot encode (datetimes, ids) its str(); never a bare NaN/Infinity."""
+    try:
+        return json.dumps(value, separators=(",", ":"), default=str, allow_nan=False)
+    except ValueError:  # a non-finite float somewhere: rare, so only then walk the value
+        return json.dumps(_finite(value), separators=(",", ":"), default=str, allow_nan=False)
 
 
 def event_frame(row: Event) -> Frame:

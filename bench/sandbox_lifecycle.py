@@ -35,12 +35,18 @@ import docker.errors
 from bench import stats
 from bench.core import BenchContext, Result, benchmark
 from bench.temporal_history import breakdown, timeline, workflow_task_stats
-from domain.containers import AGENT_RUNTIME_PATH, SANDBOX_WORKSPACE, ContainerSpec
+from domain.containers import (
+    AGENT_RUNTIME_PATH,
+    SANDBOX_WORKSPACE,
+    ContainerSpec,
+    workspace_volume,
+)
 from domain.ids import sandbox_workflow_id
 
 NAME = "sandbox_lifecycle"
 GOAL = 1.5
 RAW_LABEL = "aintandem.bench.run"
+RAW_SANDBOX_ID = "sb_bench_raw"  # names the raw baseline's /workspace volume
 POLL_TIMEOUT_SECONDS = 120.0
 HEALTH_REQUEST = json.dumps({"tool": "health", "args": {}}).encode() + b"\n"
 
@@ -345,7 +351,7 @@ async def run(ctx: BenchContext) -> list[Result]:
 
     def kwargs_for_raw(resources: dict[str, Any]) -> dict[str, Any]:
         spec = ContainerSpec(
-            sandbox_id="sb_bench_raw",
+            sandbox_id=RAW_SANDBOX_ID,
             workspace_id=wid,
             name="bench-raw",
             image=stack.settings.sandbox_image,
@@ -483,22 +489,38 @@ async def _profile(
 async def _cleanup(
     ctx: BenchContext, stack: Any, headers: dict[str, str], wid: str, run_tag: str
 ) -> None:
-    """DELETE the workspace through the API (its sandboxes' containers go with it), then make
-    sure: no container of this workspace or of this run's raw baseline is left."""
+    """DELETE the workspace through the API (its sandboxes go with it), then make sure: no
+    sandbox of this workspace (disk and network included) and no container of this run's raw
+    baseline is left."""
+    from tests.cleanup import remove_installation_sandboxes
+
     try:
         r = await stack.http.delete(f"/workspaces/{wid}", headers=headers, timeout=300)
         if r.status_code != 204:
             ctx.log(f"cleanup: DELETE /workspaces/{wid} answered {r.status_code}: {r.text[:200]}")
     except Exception as exc:
         ctx.log(f"cleanup: DELETE /workspaces/{wid} failed: {exc!r}")
-    leftovers = 0
-    for flt in ({"label": f"aintandem.workspace_id={wid}"}, {"label": f"{RAW_LABEL}={run_tag}"}):
-        for c in stack.docker.containers.list(all=True, filters=flt):
-            with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
-                c.remove(force=True, v=True)
-                leftovers += 1 if "workspace_id" in next(iter(flt.values())) else 0
-    if leftovers:
-        ctx.log(f"cleanup: {leftovers} platform containers were still there after the DELETE")
+    try:
+        done = await asyncio.to_thread(
+            remove_installation_sandboxes,
+            stack.settings.installation_id,
+            workspace_ids=[wid],
+            client=stack.docker,
+            check=False,
+        )
+        if done.removed:
+            ctx.log(f"cleanup: {len(done.removed)} sandboxes were still there after the DELETE")
+        if done.leftovers:
+            ctx.log(f"cleanup: left on the machine: {done.leftovers}")
+    except Exception as exc:
+        ctx.log(f"cleanup: removing the workspace's sandboxes failed: {exc!r}")
+    # The raw baseline is not the platform's: plain containers (and the named volume their
+    # kwargs mount) on the default bridge, no disk, no workspace network.
+    for c in stack.docker.containers.list(all=True, filters={"label": f"{RAW_LABEL}={run_tag}"}):
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            c.remove(force=True, v=True)
+    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+        stack.docker.api.remove_volume(workspace_volume(RAW_SANDBOX_ID), force=True)
 
 
 def _p(values: list[float], q: float) -> float | None:

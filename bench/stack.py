@@ -221,13 +221,31 @@ async def start_stack(args: argparse.Namespace) -> AsyncIterator[Stack]:
                         finally:
                             await asyncio.to_thread(api.stop)
             finally:
-                docker_client.close()
                 await activities.aclose()
+                if not getattr(args, "database_url", None):
+                    # The run's own database: every sandbox of its installation is the bench's.
+                    # Through the runtime, so disks, loop devices and workspace networks go too.
+                    await _remove_sandboxes(settings.installation_id, docker_client)
+                docker_client.close()
                 await engine.dispose()
         finally:
             await env.shutdown()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def _remove_sandboxes(installation: str, client: docker.DockerClient) -> None:
+    from tests.cleanup import remove_installation_sandboxes
+
+    try:
+        done = await asyncio.to_thread(
+            remove_installation_sandboxes, installation, client=client, check=False
+        )
+    except Exception as exc:  # a bench's results are still worth printing
+        print(f"bench: cleanup of installation {installation} failed: {exc!r}", file=sys.stderr)
+        return
+    if done.leftovers:
+        print(f"bench: left on the machine: {done.leftovers}", file=sys.stderr)
 
 
 @dataclass

@@ -3,7 +3,6 @@ SDK suites drive over HTTP, exactly as a user's client would."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import signal
@@ -80,28 +79,17 @@ class Stack:
         return self.proc.wait(60)
 
     def remove_sandboxes(self) -> int:
-        """Remove the sandbox containers and workspace volumes of this stack's installation:
-        `up` leaves sandboxes running when it stops (by design), and a suite's last teardown
-        must not leave them on the machine. Returns how many containers it removed."""
-        import docker
-
+        """Remove the sandboxes of this stack's installation, disks and workspace networks
+        included (tests/cleanup.py): `up` leaves sandboxes running when it stops (by design),
+        and a suite's last teardown must not leave them on the machine. Fails if anything of
+        the installation is left. Returns how many sandboxes it removed."""
         from config.settings import Settings
-        from domain.containers import LABEL_INSTALLATION, LABEL_SANDBOX_ID, workspace_volume
+        from tests.cleanup import remove_installation_sandboxes
 
         installation = Settings(  # what `up` computes: its database is data_dir's SQLite
             _env_file=None, data_dir=Path(self.env["AINTANDEM_DATA_DIR"]), database_url=""
         ).installation_id
-        client = docker.from_env()
-        try:
-            found = client.containers.list(
-                all=True, filters={"label": f"{LABEL_INSTALLATION}={installation}"}
-            )
-            for c in found:
-                c.remove(force=True)
-                with contextlib.suppress(docker.errors.NotFound):
-                    client.volumes.get(workspace_volume(c.labels[LABEL_SANDBOX_ID])).remove(
-                        force=True
-                    )
-            return len(found)
-        finally:
-            client.close()
+        done = remove_installation_sandboxes(
+            installation, disk_root=self.env.get("AINTANDEM_SANDBOX_DISK_DIR") or None
+        )
+        return len(done.removed)

@@ -5,19 +5,37 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from api.schemas.common import Description, Name, RequestModel, SafeStr
-from api.schemas.config import LLMParameters
+from api.schemas.config import MASK, LLMParameters
 from domain.containers import MAX_DISK_MB, MIN_DISK_MB
 from domain.enums import LLMProviderName
+from domain.sandbox_env import refused_env_name
 
 SECRET_NAME = re.compile(r"(KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,199}$"
 
+
+def _allowed_env_name(name: str) -> str:
+    # Loader, Python and platform variables would reach the platform's runtime
+    # (domain/sandbox_env.py): refused with the variable's name.
+    reason = refused_env_name(name)
+    if reason is not None:
+        raise ValueError(reason)
+    return name
+
+
 EnvVars = Annotated[
     dict[
-        Annotated[str, StringConstraints(pattern=ENV_NAME)],
+        Annotated[str, StringConstraints(pattern=ENV_NAME), AfterValidator(_allowed_env_name)],
         Annotated[SafeStr, StringConstraints(max_length=8192)],
     ],
     Field(max_length=100),
@@ -78,10 +96,17 @@ class SandboxCreate(RequestModel):
 
 
 class SandboxConfigUpdate(RequestModel):
+    """A PUT accepts the body GET returned (edit a field, send it all back): its read-only
+    fields are allowed, `sandbox_id` must name the sandbox of the path (checked by the
+    service), `applied` is ignored. Any other unknown field is still refused."""
+
     agent_config: AgentConfig | None = None
     resources: ResourcesIn | None = None
     mcp_servers: Annotated[list[Name], Field(max_length=20)] | None = None
     environment_variables: EnvVars | None = None
+    # Read-only, from GET: never stored.
+    sandbox_id: Annotated[SafeStr, StringConstraints(max_length=64)] | None = None
+    applied: Annotated[dict[str, Any], Field(max_length=50)] | None = None
 
 
 class ConnectionDetails(BaseModel):
@@ -160,4 +185,4 @@ class SandboxConfigOut(BaseModel):
 
 def mask_env(env: dict[str, str]) -> dict[str, str]:
     """Values of secret-looking variables are never returned."""
-    return {k: ("********" if SECRET_NAME.search(k) else v) for k, v in env.items()}
+    return {k: (MASK if SECRET_NAME.search(k) else v) for k, v in env.items()}

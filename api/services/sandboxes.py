@@ -183,7 +183,9 @@ async def list_sandboxes(
 async def logs(
     session: AsyncSession, sb: Sandbox, since: datetime | None, level: str | None, limit: int
 ) -> LogsOut:
-    rows, total = await repo.logs(session, sb.id, since=since, min_level=level, limit=limit)
+    # Heartbeats are debug lines: hidden unless asked for, so the agent's work is what shows.
+    min_level = level or "info"
+    rows, total = await repo.logs(session, sb.id, since=since, min_level=min_level, limit=limit)
     return LogsOut(
         sandbox_id=sb.id,
         logs=[
@@ -310,6 +312,20 @@ def _resources(
     return merged
 
 
+def _check_disk_cap(settings: Settings, requested: ResourcesIn | None) -> None:
+    """The operator's cap on `resources.disk_mb` (AINTANDEM_SANDBOX_MAX_DISK_MB): the images are
+    sparse, so what a user may be promised is the operator's choice, below the schema's absolute
+    bound. Only a value the request names is checked: a sandbox made under a higher cap keeps
+    its disk when other resources change."""
+    disk_mb = requested.disk_mb if requested is not None else None
+    if disk_mb is not None and disk_mb > settings.sandbox_max_disk_mb:
+        raise _field_error(
+            "resources.disk_mb",
+            f"resources.disk_mb {disk_mb} is above this installation's limit of "
+            f"{settings.sandbox_max_disk_mb} MiB (AINTANDEM_SANDBOX_MAX_DISK_MB)",
+        )
+
+
 def _check_mcp(ws: Workspace, names: list[str]) -> None:
     known = {s["name"] for s in ws.mcp_servers or []} | set(SUPPORTED_MCP_SERVERS)
     unknown = [n for n in names if n not in known]
@@ -362,6 +378,7 @@ async def create(
     body: SandboxCreate,
 ) -> SandboxCreated:
     _check_mcp(ws, body.mcp_servers)
+    _check_disk_cap(settings, body.resources)
     # Connect before taking the lock: nobody waits on the database while Temporal is slow.
     client = await temporal_client(temporal)
     # Quota, name and insert in one transaction holding the workspace's lock (row lock on
@@ -529,6 +546,23 @@ def _unmask_env(stored: dict[str, str], incoming: dict[str, str]) -> dict[str, s
     return {k: stored[k] if v == MASK else v for k, v in incoming.items()}
 
 
+# Resource limits the workflow applies to the running container (`docker update`); the disk's
+# size needs the container re-created (its /workspace filesystem resized), which only a start
+# or restart does. timeout_seconds is read per tool call: it applies at once.
+_NEXT_START_RESOURCES = frozenset({"disk_mb"})
+
+
+def _resources_applied(before: dict[str, Any], after: dict[str, Any]) -> dict[str, str]:
+    """When each changed resource takes effect: `resources.<name>` per changed field, and
+    `resources` as a whole: "live" only if nothing waits for the next start."""
+    changed = sorted(k for k, v in after.items() if before.get(k) != v)
+    per_field = {
+        f"resources.{k}": "next_start" if k in _NEXT_START_RESOURCES else "live" for k in changed
+    }
+    waits = any(k in _NEXT_START_RESOURCES for k in changed)
+    return {"resources": "next_start" if waits else "live", **per_field}
+
+
 async def update_config(
     session: AsyncSession,
     temporal: TemporalGateway,
@@ -537,6 +571,22 @@ async def update_config(
     sb: Sandbox,
     body: SandboxConfigUpdate,
 ) -> SandboxConfigOut:
+    if body.sandbox_id is not None and body.sandbox_id != sb.id:
+        # The GET body sent back names its sandbox: it must be this one (`applied`, the other
+        # read-only field, is ignored).
+        raise ConfigurationInvalid(
+            "Configuration is invalid",
+            {
+                "fields": [
+                    {
+                        "field": "sandbox_id",
+                        "message": "sandbox_id is read-only: it must be this sandbox's id",
+                        "location": "body",
+                    }
+                ]
+            },
+        )
+    _check_disk_cap(settings, body.resources)
     applied: dict[str, str] = {}
     resources = _resources(ws, body.resources, sb.resources) if body.resources else None
     if body.mcp_servers is not None:
@@ -553,7 +603,7 @@ async def update_config(
         )
         await _update(temporal, settings, sb, "update_config", change)
         if resources is not None:
-            applied["resources"] = "live"
+            applied.update(_resources_applied(_resources(ws, None, sb.resources), resources))
         if environment is not None:
             applied["environment_variables"] = "next_start"
     # The workflow accepted the change: now the read model follows.

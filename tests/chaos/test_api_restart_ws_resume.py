@@ -41,10 +41,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from domain.containers import container_name, workspace_volume
+from domain.containers import container_name
 from store.db import create_engine, session_factory
 from store.migrate import upgrade
 from store.models import Event
+from tests.cleanup import remove_installation_sandboxes
 from tests.conftest import make_settings, temporal_address
 from tests.integration.conftest import eventually
 from tests.live_stack import ROOT, free_port
@@ -434,10 +435,10 @@ async def test_clients_resume_after_an_api_crash_with_exactly_the_events_they_mi
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         api.stop()
-        for sid in sandboxes:  # whatever a failure left behind
-            with contextlib.suppress(docker.errors.NotFound):
-                dk.api.remove_container(container_name(sid), force=True, v=True)
-            with contextlib.suppress(docker.errors.NotFound):
-                dk.volumes.get(workspace_volume(sid)).remove(force=True)
-        dk.close()
+        try:  # whatever a failure left behind: sandboxes, their disks, the network
+            await asyncio.to_thread(
+                remove_installation_sandboxes, settings.installation_id, client=dk
+            )
+        finally:
+            dk.close()
         await engine.dispose()

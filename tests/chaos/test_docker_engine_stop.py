@@ -39,11 +39,12 @@ from activities.sandbox import Observation, StartInput
 from api.app import create_app
 from config.payload_codec import data_converter
 from config.settings import Settings
-from domain.containers import ContainerState, container_name, workspace_volume
+from domain.containers import ContainerState, container_name
 from domain.sandbox import LifecycleResult, SandboxWorkflowInput, StatusRecord
 from store.db import create_engine, session_factory
 from store.migrate import upgrade
 from store.models import Event
+from tests.cleanup import remove_installation_sandboxes
 from tests.conftest import app_client, make_settings, new_account, temporal_address
 from tests.integration.conftest import eventually
 from tests.live_stack import ROOT
@@ -249,13 +250,10 @@ async def test_sandboxes_never_claim_running_while_the_engine_is_down(
                 assert r.status_code == 204, r.text
     finally:
         await asyncio.to_thread(start_engine)  # idempotent: a no-op when it is up
-        with contextlib.closing(docker.from_env()) as cleanup:
-            for sid in sandboxes:  # whatever a failure left behind
-                with contextlib.suppress(docker.errors.NotFound):
-                    cleanup.api.remove_container(container_name(sid), force=True, v=True)
-                with contextlib.suppress(docker.errors.NotFound):
-                    cleanup.volumes.get(workspace_volume(sid)).remove(force=True)
-        await engine.dispose()
+        try:  # whatever a failure left behind: sandboxes, their disks, the network
+            await asyncio.to_thread(remove_installation_sandboxes, settings.installation_id)
+        finally:
+            await engine.dispose()
 
 
 # -- the same outage, with the Docker activities replaced -----------------------------------------

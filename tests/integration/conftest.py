@@ -19,14 +19,13 @@ import docker.errors
 import httpx
 import pytest
 import pytest_asyncio
-from sqlalchemy import select
 from temporalio.client import Client
 
 from api.app import create_app
 from config.payload_codec import with_data_converter
 from config.settings import Settings
 from store.db import create_engine, session_factory
-from store.models import Workspace
+from tests.cleanup import remove_installation_sandboxes
 from tests.conftest import Account, app_client, make_settings, new_account, temporal_address
 from worker.main import build_activities, build_worker
 
@@ -134,14 +133,12 @@ async def stack(
             temporal = Temporal(with_data_converter(temporal_env.client, settings))
             yield Stack(settings, client, docker_client, temporal)
     await activities.aclose()
-    # Leave none of this run's containers behind, whatever a failed test did (containers of a
-    # platform running beside the tests belong to other workspaces and are left alone).
-    async with session_factory(engine)() as session:
-        ours = set(await session.scalars(select(Workspace.id)))
-    for c in docker_client.api.containers(all=True, filters={"label": "aintandem.managed=true"}):
-        if (c.get("Labels") or {}).get("aintandem.workspace_id") in ours:
-            with contextlib.suppress(docker.errors.NotFound):
-                docker_client.api.remove_container(c["Id"], force=True, v=True)
+    # Leave none of this run's sandboxes behind (containers, disks, loop devices, workspace
+    # networks), whatever a failed test did, and fail loudly if anything stays. Only this
+    # installation's (this database's): a platform running beside the tests is left alone.
+    await asyncio.to_thread(
+        remove_installation_sandboxes, settings.installation_id, client=docker_client
+    )
     docker_client.close()
     await engine.dispose()
 

@@ -209,3 +209,61 @@ def test_ws_url_is_derived_from_the_base_url() -> None:
     assert _ws_base("http://h:8000/api/v1") == "ws://h:8000"
     assert _ws_base("https://api.aintandem.com/api/v1") == "wss://api.aintandem.com"
     assert _ws_base("https://example.com/prefix/api/v1") == "wss://example.com/prefix"
+
+
+def in_flight() -> httpx.Response:
+    """The server's answer while the first attempt with the same Idempotency-Key runs."""
+    body = {
+        "success": False,
+        "error": {
+            "code": "RESOURCE_ALREADY_EXISTS",
+            "message": "A request with this Idempotency-Key is still in progress; retry shortly",
+            "details": {"field": "Idempotency-Key", "state": "in_flight", "retry_after_seconds": 1},
+        },
+        "meta": {"request_id": "req-42"},
+    }
+    return httpx.Response(409, json=body, headers={"Retry-After": "1"})
+
+
+async def test_a_key_still_in_flight_is_retried_after_retry_after_with_the_same_key() -> None:
+    calls: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return in_flight() if len(calls) == 1 else envelope(WS, 201)
+
+    async with client_with(handler, api_key="t") as c:
+        started = time.monotonic()
+        ws = await c.workspaces.create(name="w")
+        elapsed = time.monotonic() - started
+    assert ws.id == "ws_abcdefghij"
+    assert len(calls) == 2 and elapsed >= 1.0  # waited Retry-After: 1
+    assert len({r.headers["idempotency-key"] for r in calls}) == 1  # the same key
+
+
+async def test_in_flight_retries_are_bounded_and_other_conflicts_are_final() -> None:
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return in_flight()
+
+    async with client_with(handler, api_key="t", max_retries=1) as c:
+        with pytest.raises(aintandem.ResourceAlreadyExists) as err:
+            await c.workspaces.create(name="w")
+    assert calls == 2  # the first try and one retry
+    assert err.value.details["state"] == "in_flight"
+
+    # The same code without the in-flight state (a real conflict) is not retried.
+    calls = 0
+
+    def conflict(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return failure(409, "RESOURCE_ALREADY_EXISTS", {"Retry-After": "0"})
+
+    async with client_with(conflict, api_key="t") as c:
+        with pytest.raises(aintandem.ResourceAlreadyExists):
+            await c.workspaces.create(name="w")
+    assert calls == 1

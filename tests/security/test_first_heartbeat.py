@@ -7,6 +7,7 @@ written it: the first read that shows `running` must show health `healthy` with 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,9 +18,12 @@ from typing import Any
 import docker
 import pytest
 import pytest_asyncio
+from sqlalchemy import select
 
 from api.app import create_app
 from store.db import create_engine, session_factory
+from store.models import Sandbox
+from tests.cleanup import remove_installation_sandboxes
 from tests.conftest import app_client, make_settings, temporal_address
 from tests.integration.conftest import Stack, eventually
 from worker.main import build_activities, build_worker
@@ -42,6 +46,7 @@ async def slow_health_stack(
     activities = build_activities(settings, session_factory(engine), temporal_env.client)
     docker_client = docker.from_env()
     stack = None
+    sandbox_ids: set[str] = set()
     try:
         with ThreadPoolExecutor(64) as pool:
             async with (
@@ -50,12 +55,33 @@ async def slow_health_stack(
             ):
                 stack = Stack(settings, client, docker_client, temporal_env)
                 yield stack
+                async with session_factory(engine)() as session:
+                    sandbox_ids = set(
+                        await session.scalars(
+                            select(Sandbox.id).where(
+                                Sandbox.workspace_id.in_([w for _, w in stack.created])
+                            )
+                        )
+                    )
                 for acc, wid in stack.created:
                     await client.delete(f"/api/v1/workspaces/{wid}", headers=acc.headers)
     finally:
         await activities.aclose()
-        docker_client.close()
-        await engine.dispose()
+        try:
+            if stack is not None and stack.created:
+                # Whatever the deletes left: sandboxes with their disks, and the networks.
+                # Scoped to this fixture's workspaces: the session's stack shares the database
+                # (and so the installation).
+                await asyncio.to_thread(
+                    remove_installation_sandboxes,
+                    settings.installation_id,
+                    workspace_ids=[wid for _, wid in stack.created],
+                    sandbox_ids=sandbox_ids,
+                    client=docker_client,
+                )
+        finally:
+            docker_client.close()
+            await engine.dispose()
 
 
 async def test_running_comes_with_its_first_heartbeat(slow_health_stack: Stack) -> None:

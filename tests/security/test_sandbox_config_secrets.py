@@ -163,3 +163,56 @@ async def test_mask_keeps_only_what_exists_and_edits_still_apply(
     assert await _stored_env(db, sid) == {"API_TOKEN": "rotated"}
     await _restart(stack, acc, sid)
     assert await asyncio.to_thread(_process_env, stack, sid, "API_TOKEN") == "rotated"
+
+
+async def test_the_body_get_returns_can_be_put_back_as_it_is(
+    stack: Stack,  # noqa: F811 (the integration fixture, imported above)
+    db: async_sessionmaker[AsyncSession],
+) -> None:
+    acc = await stack.account()
+    secret = f"s3cret-{uuid.uuid4().hex}"
+    env = {"API_TOKEN": secret, "NODE_ENV": "development"}
+    sid = await _running_sandbox(stack, acc, env)
+    other = await _running_sandbox(stack, acc, {})
+
+    # The literal round trip: the read-only fields (sandbox_id, applied) come back too.
+    read = await _config(stack, acc, sid)
+    assert {"sandbox_id", "applied"} <= read.keys()
+    r = await _put(stack, acc, sid, read)
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["environment_variables"]["API_TOKEN"] == MASK
+    assert await _stored_env(db, sid) == env
+    # Nothing changed: every resource (there were none) applied, nothing waits.
+    assert r.json()["data"]["applied"]["resources"] == "live"
+    again = r.json()["data"]  # a PUT's answer is a config body too
+    r = await _put(stack, acc, sid, again)
+    assert r.status_code == 200, r.text
+    assert await _stored_env(db, sid) == env
+
+    # Read-only means read-only: another sandbox's id is refused, nothing changes; any other
+    # unknown field is still refused.
+    for body, field in (
+        ({**read, "sandbox_id": other, "mcp_servers": []}, "sandbox_id"),
+        ({**read, "status": "running"}, "status"),
+    ):
+        err = assert_error(await _put(stack, acc, sid, body), 422, "CONFIGURATION_INVALID")
+        assert [f["field"] for f in err["error"]["details"]["fields"]] == [field], err
+    assert (await _config(stack, acc, sid))["mcp_servers"] == read["mcp_servers"]
+
+    # `applied` tells the truth: limits apply to the running container, the disk size only
+    # when the next start re-creates it.
+    memory = read["resources"]["memory_mb"] + 128
+    r = await _put(stack, acc, sid, {"resources": {"memory_mb": memory}})
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["applied"] == {
+        "resources": "live",
+        "resources.memory_mb": "live",
+    }
+    disk = read["resources"]["disk_mb"] + 64
+    r = await _put(stack, acc, sid, {"resources": {"disk_mb": disk, "memory_mb": memory + 128}})
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["applied"] == {
+        "resources": "next_start",
+        "resources.disk_mb": "next_start",
+        "resources.memory_mb": "live",
+    }

@@ -2,9 +2,10 @@
 
 Retries: 429 and 503 answers are retried (at most `max_retries` times) after the server's
 `Retry-After`, or an exponential backoff with jitter when it gives none; a wait longer than
-`max_retry_wait` is not attempted (the error is raised at once). Connection failures before
-anything was sent are retried the same way; every POST carries an `Idempotency-Key` that stays
-the same across its retries, so the server can recognise a repeat.
+`max_retry_wait` is not attempted (the error is raised at once). So is the 409 that says the
+first attempt with the request's Idempotency-Key is still in flight (`details.state`).
+Connection failures before anything was sent are retried the same way; every POST carries an
+`Idempotency-Key` that stays the same across its retries, so the server can recognise a repeat.
 """
 
 from __future__ import annotations
@@ -243,7 +244,10 @@ class HTTPCore:
                 raise APIConnectionError(
                     f"cannot reach {self.base_url}: {type(exc).__name__}: {exc}"
                 ) from exc
-            if resp.status_code in RETRY_STATUSES and attempt < retries:
+            retryable = resp.status_code in RETRY_STATUSES or (
+                "Idempotency-Key" in headers and _key_in_flight(resp)
+            )
+            if retryable and attempt < retries:
                 wait = parse_retry_after(resp.headers.get("retry-after"))
                 wait = _backoff(attempt + 1) if wait is None else wait
                 if wait <= self.max_retry_wait:
@@ -289,6 +293,23 @@ class HTTPCore:
             )
         meta = Meta.model_validate(body.get("meta") or {"request_id": request_id})
         return Answer(resp.status_code, body["data"], meta, resp.headers)
+
+
+def _key_in_flight(resp: httpx.Response) -> bool:
+    """409 because the first attempt with this Idempotency-Key is still being processed (the
+    server answers `Retry-After: 1`): a retry gets that attempt's answer once it is stored. Any
+    other 409 (a real conflict, the key reused for another body) is final."""
+    if resp.status_code != 409:
+        return False
+    try:
+        body = resp.json()
+    except ValueError:
+        return False
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict) or error.get("code") != "RESOURCE_ALREADY_EXISTS":
+        return False
+    details = error.get("details")
+    return isinstance(details, dict) and details.get("state") == "in_flight"
 
 
 def _param(value: Any) -> Any:

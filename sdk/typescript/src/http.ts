@@ -1,6 +1,7 @@
 /**
- * The transport: envelope unwrapping, typed errors, bounded retries on 429/503 honouring
- * Retry-After, one Idempotency-Key per POST reused across its retries, X-Request-ID and
+ * The transport: envelope unwrapping, typed errors, bounded retries on 429/503 (and on the 409
+ * of an Idempotency-Key whose first attempt is still in flight) honouring Retry-After, one
+ * Idempotency-Key per POST reused across its retries, X-Request-ID and
  * X-Client-Version on every attempt, and bearer-token handling (with refresh in
  * email/password mode).
  */
@@ -43,7 +44,10 @@ interface BaseOptions {
   WebSocket?: WebSocketConstructor;
   /** Per-attempt timeout (default 30 000 ms). */
   timeoutMs?: number;
-  /** Retries after a 429/503 or a connection error (default 3). 0 turns retries off. */
+  /**
+   * Retries after a 429/503, a 409 "Idempotency-Key still in flight" or a connection error
+   * (default 3). 0 turns retries off.
+   */
   maxRetries?: number;
   /**
    * Longest single wait between attempts (default 30 000 ms). A Retry-After beyond it is not
@@ -132,6 +136,18 @@ function parseRetryAfter(value: string | null): number | null {
   if (Number.isFinite(seconds)) return Math.max(0, seconds);
   const date = Date.parse(value);
   return Number.isNaN(date) ? null : Math.max(0, (date - Date.now()) / 1000);
+}
+
+/**
+ * The 409 that says the first attempt with this request's Idempotency-Key is still being
+ * processed (`details.state: "in_flight"`, with Retry-After: 1): resending the same key gets
+ * that attempt's answer once it is stored. Any other 409 (a real conflict, the key reused for
+ * another body) is final.
+ */
+function keyInFlight(status: number, error: AInTandemError): boolean {
+  return (
+    status === 409 && error.code === 'RESOURCE_ALREADY_EXISTS' && error.details['state'] === 'in_flight'
+  );
 }
 
 function encodeQuery(query: RequestOptions['query']): string {
@@ -342,7 +358,10 @@ export class HttpClient {
         attempt--;
         continue;
       }
-      if (RETRY_STATUSES.has(response.status) && attempt < this.maxRetries) {
+      const retryable =
+        RETRY_STATUSES.has(response.status) ||
+        (idempotencyKey !== undefined && keyInFlight(response.status, error));
+      if (retryable && attempt < this.maxRetries) {
         const delay = error.retryAfter !== null ? error.retryAfter * 1000 : this.backoff(attempt);
         if (delay <= this.maxRetryDelayMs) {
           await sleep(delay, options.signal);

@@ -119,6 +119,41 @@ describe('retries', () => {
     assert.ok(Date.now() - started < 1_000);
   });
 
+  it('retries a 409 for an Idempotency-Key still in flight after Retry-After, with the same key', async () => {
+    const inFlight = fail(
+      409,
+      'RESOURCE_ALREADY_EXISTS',
+      { headers: { 'retry-after': '1' } },
+      { field: 'Idempotency-Key', state: 'in_flight', retry_after_seconds: 1 },
+    );
+    const fake = fakeFetch([inFlight, ok(workspace, 201)]);
+    const client = new AInTandemClient({ baseUrl: BASE, apiKey: 't', fetch: fake.fetch });
+    const created = await client.workspaces.create({ name: 'w' });
+    assert.equal(created.id, 'ws_abcdefghij');
+    assert.equal(fake.calls.length, 2);
+    const [a, b] = fake.calls as [Call, Call];
+    assert.ok(b.at - a.at >= 950, `waited ${b.at - a.at} ms, Retry-After said 1 s`);
+    assert.equal(a.headers['Idempotency-Key'], b.headers['Idempotency-Key']);
+
+    // Bounded like the others, and the last answer is thrown with its details.
+    const always = fakeFetch(() => ({ ...inFlight, headers: { 'retry-after': '0' } }));
+    const bounded = new AInTandemClient({ baseUrl: BASE, apiKey: 't', fetch: always.fetch, maxRetries: 1 });
+    const err = await bounded.workspaces.create({ name: 'w' }).catch((e: unknown) => e);
+    assert.ok(err instanceof AInTandemError);
+    assert.equal(err.code, 'RESOURCE_ALREADY_EXISTS');
+    assert.equal(err.details['state'], 'in_flight');
+    assert.equal(always.calls.length, 2);
+  });
+
+  it('does not retry a 409 RESOURCE_ALREADY_EXISTS that is a real conflict', async () => {
+    const fake = fakeFetch(() => fail(409, 'RESOURCE_ALREADY_EXISTS', { headers: { 'retry-after': '0' } }));
+    const client = new AInTandemClient({ baseUrl: BASE, apiKey: 't', fetch: fake.fetch });
+    const err = await client.workspaces.create({ name: 'w' }).catch((e: unknown) => e);
+    assert.ok(err instanceof AInTandemError);
+    assert.equal(err.code, 'RESOURCE_ALREADY_EXISTS');
+    assert.equal(fake.calls.length, 1);
+  });
+
   it('does not retry other errors', async () => {
     const fake = fakeFetch([fail(409, 'SANDBOX_NOT_READY')]);
     const client = new AInTandemClient({ baseUrl: BASE, apiKey: 't', fetch: fake.fetch });
