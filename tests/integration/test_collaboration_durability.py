@@ -5,7 +5,6 @@ collaboration completes, every step answered once."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 import subprocess
 import uuid
@@ -14,14 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import docker
-import docker.errors
 import pytest
 from temporalio.client import Client
 
 from api.app import create_app
 from cli.up import temporal_command, wait_for_port
 from store.db import create_engine, session_factory
+from tests.cleanup import remove_installation_sandboxes
 from tests.conftest import app_client, make_settings, new_account
 from tests.integration.conftest import eventually
 from tests.integration.test_collaborations import AGENTS, DELIVERABLES, orchestrated_script
@@ -187,16 +185,4 @@ async def test_a_collaboration_survives_a_temporal_restart(
     finally:
         await activities.aclose()
         await engine.dispose()
-        _remove_containers(workspaces)
-
-
-def _remove_containers(workspace_ids: list[str]) -> None:
-    """This test's sandbox containers (its worker is gone, so nothing else removes them)."""
-    client = docker.from_env()
-    try:
-        for c in client.api.containers(all=True, filters={"label": "aintandem.managed=true"}):
-            if (c.get("Labels") or {}).get("aintandem.workspace_id") in workspace_ids:
-                with contextlib.suppress(docker.errors.NotFound):
-                    client.api.remove_container(c["Id"], force=True, v=True)
-    finally:
-        client.close()
+        remove_installation_sandboxes(settings.installation_id, workspace_ids=workspaces)

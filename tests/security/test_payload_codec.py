@@ -45,6 +45,7 @@ from config.settings import Settings
 from domain.containers import container_name
 from store.db import create_engine, session_factory
 from store.migrate import upgrade
+from tests.cleanup import remove_installation_sandboxes
 from tests.conftest import (
     Account,
     app_client,
@@ -407,7 +408,8 @@ async def test_secrets_never_reach_temporal_in_plain_text(
     try:
         ids, mid = await _plant_secrets(settings, raw, fake, env_secret, api_key, workspaces)
     finally:
-        _remove_containers(workspaces)  # whatever failed: no sandbox left running
+        # Whatever failed: no sandbox (container, disk, network) left behind.
+        remove_installation_sandboxes(settings.installation_id, workspace_ids=workspaces)
 
     workflow_ids = [f"sandbox-{ids[0]}", f"sandbox-{ids[1]}", f"inbox-{ids[1]}", f"message-{mid}"]
     histories = {w: await raw.get_workflow_handle(w).fetch_history() for w in workflow_ids}
@@ -596,20 +598,6 @@ async def _temporal_show(settings: Settings, workflow_id: str, admin_email: str)
 
 def _scripted_reply() -> Scripted:
     return Scripted(200, openai_reply("Designed: POST /auth/login"))
-
-
-def _remove_containers(workspace_ids: list[str]) -> None:
-    import docker
-    import docker.errors
-
-    client = docker.from_env()
-    try:
-        for c in client.api.containers(all=True, filters={"label": "aintandem.managed=true"}):
-            if (c.get("Labels") or {}).get("aintandem.workspace_id") in workspace_ids:
-                with contextlib.suppress(docker.errors.NotFound):
-                    client.api.remove_container(c["Id"], force=True, v=True)
-    finally:
-        client.close()
 
 
 def _container_env(name: str) -> list[str]:
