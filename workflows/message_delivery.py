@@ -14,6 +14,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.messaging import EnqueueInput
+    from domain import search_attributes as sa
     from domain.agent import AgentTurnPlan, ResponseRecord, ToolInvocation
     from domain.llm import ChatMessage, LLMResult
     from domain.messages import (
@@ -72,6 +73,9 @@ class MessageDeliveryWorkflow:
         status = await self._run(inp)
         if status in FAILED_ENDINGS and workflow.patched(DELIVERY_FAILURE_FAILS):
             await workflow.wait_condition(workflow.all_handlers_finished)  # `decide` answered
+            # The message's own status (not delivered in time is `failed` in its row too).
+            shown = MessageStatus.FAILED if status == NOT_DELIVERED else status
+            workflow.upsert_search_attributes([sa.MESSAGE_STATUS.value_set(str(shown))])
             raise ApplicationError(
                 f"message {inp.message_id} {status}: {self._reason or status}",
                 {"message_id": inp.message_id, "status": status, "reason": self._reason},
