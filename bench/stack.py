@@ -65,6 +65,9 @@ def bench_settings(database_url: str, data_dir: Path, **overrides: Any) -> Setti
         "max_workspaces": 1000,
         "max_sandboxes_per_workspace": 1000,
         "websocket_max_connections_per_user": 10_000,
+        # The benchmarks' zero-latency model servers listen on loopback: allowed, as an operator
+        # allows a local model server.
+        "provider_allowed_hosts": ["127.0.0.1", "localhost"],
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
