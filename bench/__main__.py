@@ -28,6 +28,7 @@ MODULES = [
     "bench.ws_fanout",
     "bench.collaboration",
     "bench.api_reads",
+    "bench.offline_collaboration",
 ]
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 HEADERS = ("benchmark", "metric", "ours", "baseline", "ratio", "goal", "verdict")
