@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import openai
@@ -278,48 +278,38 @@ class LLMClients:
     own URLs (public provider endpoints, the worker's offline model)."""
 
     def __init__(self) -> None:
-        self._openai: dict[tuple[str, str, HostAllowList | None], openai.AsyncOpenAI] = {}
-        self._anthropic: dict[tuple[str, str, HostAllowList | None], anthropic.AsyncAnthropic] = {}
+        self._clients: dict[tuple[str, str, str, HostAllowList | None], Any] = {}
+
+    def _get(
+        self, sdk: Any, base_url: str, api_key: str, timeout: float, guard: HostAllowList | None
+    ) -> Any:
+        key = (sdk.__name__, base_url, api_key, guard)
+        if key not in self._clients:
+            self._clients[key] = sdk(
+                base_url=base_url,
+                api_key=api_key,
+                max_retries=0,
+                timeout=timeout,
+                http_client=guarded_http_client(guard) if guard is not None else None,
+            )
+        return self._clients[key]
 
     def openai(
         self, base_url: str, api_key: str, timeout: float, guard: HostAllowList | None = None
     ) -> openai.AsyncOpenAI:
-        key = (base_url, api_key, guard)
-        client = self._openai.get(key)
-        if client is None:
-            client = openai.AsyncOpenAI(
-                base_url=base_url,
-                api_key=api_key,
-                max_retries=0,
-                timeout=timeout,
-                http_client=guarded_http_client(guard) if guard is not None else None,
-            )
-            self._openai[key] = client
-        return client
+        return cast(
+            openai.AsyncOpenAI, self._get(openai.AsyncOpenAI, base_url, api_key, timeout, guard)
+        )
 
     def anthropic(
         self, base_url: str, api_key: str, timeout: float, guard: HostAllowList | None = None
     ) -> anthropic.AsyncAnthropic:
-        key = (base_url, api_key, guard)
-        client = self._anthropic.get(key)
-        if client is None:
-            client = anthropic.AsyncAnthropic(
-                base_url=base_url,
-                api_key=api_key,
-                max_retries=0,
-                timeout=timeout,
-                http_client=guarded_http_client(guard) if guard is not None else None,
-            )
-            self._anthropic[key] = client
-        return client
+        client = self._get(anthropic.AsyncAnthropic, base_url, api_key, timeout, guard)
+        return cast(anthropic.AsyncAnthropic, client)
 
     async def aclose(self) -> None:
-        clients: list[openai.AsyncOpenAI | anthropic.AsyncAnthropic] = [
-            *self._openai.values(),
-            *self._anthropic.values(),
-        ]
-        self._openai.clear()
-        self._anthropic.clear()
+        clients = list(self._clients.values())
+        self._clients.clear()
         for client in clients:
             await client.close()
 

@@ -743,10 +743,10 @@ async def test_activity_reuses_clients(fake: FakeProvider) -> None:
         for _ in range(2):
             fake.then(200, openai_reply())
             await complete(turn(provider(fake)), clients=clients)
-        assert len(clients._openai) == 1
+        assert len(clients._clients) == 1
     finally:
         await clients.aclose()
-    assert clients._openai == {}
+    assert clients._clients == {}
 
 
 class StubOffline:
