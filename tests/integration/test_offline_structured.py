@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from activities.llm import complete
-from activities.offline_llm import OfflineModelServer, available
+from activities.offline_llm import OfflineModelServer
 from domain.agent import SANDBOX_TOOLS
 from domain.collaboration import CollaborationInput, Participant, parse_plan, parse_vote
 from domain.collaboration_prompts import plan as plan_prompt
@@ -22,6 +22,7 @@ from domain.collaboration_prompts import vote as vote_prompt
 from domain.llm import AgentTurnRequest, ChatMessage, offline_provider
 from domain.offline_models import QWEN_CODER_05B
 from domain.structured_replies import PLAN, VOTE, plan_format, render, vote_format
+from tests.integration.test_offline_llm import serving
 
 TEAM = [
     Participant("sb_frontend0", "frontend-team", "frontend-architect", "Frontend Architect"),
@@ -42,14 +43,7 @@ INPUT = CollaborationInput(
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[OfflineModelServer]:
-    if not available(QWEN_CODER_05B):
-        pytest.fail("the default offline model is missing: run scripts/llm-deps.sh")
-    srv = OfflineModelServer(spec=QWEN_CODER_05B)
-    srv.start()
-    try:
-        yield srv
-    finally:
-        srv.stop()
+    yield from serving(QWEN_CODER_05B)
 
 
 async def _ask(server: OfflineModelServer, req: AgentTurnRequest) -> str:
