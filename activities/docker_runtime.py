@@ -32,6 +32,7 @@ from activities.sandbox_network import EgressUnavailable, SandboxNetworks
 from domain.containers import (
     AGENT_RUNTIME_COMMAND,
     DEFAULT_SANDBOX_IMAGE,
+    EGRESS_INTERNET,
     HEALTH_CHECK_USER,
     LABEL_ENV_HASH,
     LABEL_INSTALLATION,
@@ -39,6 +40,7 @@ from domain.containers import (
     LABEL_MANAGED,
     LABEL_SANDBOX_ID,
     LABEL_WORKSPACE_ID,
+    MIN_TMP_MB,
     SANDBOX_TMP,
     SANDBOX_WORKSPACE,
     ContainerSpec,
@@ -56,6 +58,7 @@ from domain.containers import (
     tmp_size_mb,
     workspace_volume,
 )
+from domain.sandbox_env import LOADER_ENV, allowed_env
 
 __all__ = [
     "ContainerNotFound",
@@ -75,6 +78,18 @@ DEFAULT_COMMAND_TIMEOUT_SECONDS = 300
 MAX_EXEC_OUTPUT_BYTES = 16 * 1024 * 1024
 CPU_SAMPLE_INTERVAL_SECONDS = 0.1
 _MIB = 1024 * 1024
+# /dev/shm is a tmpfs outside the disk limit (Docker's default: 64 MiB): as small as the
+# smallest /tmp. Its pages count against the memory limit; its use is reported as disk too.
+SANDBOX_SHM = "/dev/shm"
+SHM_SIZE_MB = MIN_TMP_MB
+# The environment of every runtime exec (health, tools), over the container's: the loader's
+# code-loading variables emptied (a container made before the API refused them may hold
+# LD_PRELOAD=/workspace/x.so; Docker can override a variable for an exec, not unset it) and the
+# runtime's confinement root pinned (domain/sandbox_env.py).
+RUNTIME_EXEC_ENV = {
+    **dict.fromkeys(LOADER_ENV, ""),
+    "AINTANDEM_WORKSPACE": SANDBOX_WORKSPACE,
+}
 _LEVELS = {
     "debug": "debug",
     "trace": "debug",
@@ -374,10 +389,11 @@ def _workspace_bytes(attrs: dict[str, Any], max_files: int = 100_000) -> int:
     return total
 
 
-def _tmp_bytes(pid: int) -> int:
-    """Bytes held by the container's /tmp tmpfs, through its init's root (a local engine)."""
+def _tmp_bytes(pid: int, path: str = SANDBOX_TMP) -> int:
+    """Bytes held by one of the container's tmpfs (/tmp, /dev/shm), through its init's root
+    (a local engine)."""
     try:
-        st = os.statvfs(f"/proc/{pid}/root{SANDBOX_TMP}")
+        st = os.statvfs(f"/proc/{pid}/root{path}")
     except OSError:
         return 0
     return (st.f_blocks - st.f_bfree) * st.f_frsize
@@ -460,9 +476,17 @@ class DockerRuntime:
         log_max_files: int = 3,
         installation: str = "",
         disks: SandboxDisks | None = None,
+        internet_egress_allowed: bool | None = None,
     ) -> None:
         self._client = client
         self.installation = installation
+        # The operator's switch (AINTANDEM_SANDBOX_INTERNET_EGRESS_ALLOWED); None: this
+        # process's settings. The API refuses the setting too; this holds for stored ones.
+        if internet_egress_allowed is None:
+            from config.settings import get_settings
+
+            internet_egress_allowed = get_settings().sandbox_internet_egress_allowed
+        self.internet_egress_allowed = internet_egress_allowed
         # Per-sandbox size-limited /workspace filesystems (activities/sandbox_disk.py) and
         # per-workspace networks (activities/sandbox_network.py).
         self.disks = disks or SandboxDisks()
@@ -498,19 +522,27 @@ class DockerRuntime:
         except docker.errors.NotFound as exc:
             raise ContainerNotFound(sandbox_id) from exc
 
+    @staticmethod
+    def _user_env(spec: ContainerSpec) -> dict[str, str]:
+        """The sandbox's variables the container gets: never a loader, Python or platform
+        variable (a config stored before the API refused them). The env hash is taken of this,
+        so a container that still holds one is outdated and re-created at its next start."""
+        return allowed_env(spec.env)
+
     def _create_kwargs(self, spec: ContainerSpec, network: str | None = None) -> dict[str, Any]:
+        user_env = self._user_env(spec)
         labels = {
             **spec.labels,
             LABEL_SANDBOX_ID: spec.sandbox_id,
             LABEL_WORKSPACE_ID: spec.workspace_id,
             LABEL_MANAGED: "true",
-            LABEL_ENV_HASH: env_hash(spec.env),
+            LABEL_ENV_HASH: env_hash(user_env),
             LABEL_ISOLATION: isolation_key(spec.egress, spec.disk_mb),
         }
         if self.installation:
             labels[LABEL_INSTALLATION] = self.installation
         environment = {
-            **spec.env,
+            **user_env,
             "AINTANDEM_SANDBOX_ID": spec.sandbox_id,
             "AINTANDEM_WORKSPACE_ID": spec.workspace_id,
         }
@@ -550,6 +582,8 @@ class DockerRuntime:
                 SANDBOX_TMP: f"size={tmp_size_mb(spec.memory_mb, spec.disk_mb)}m,mode=1777,"
                 "nosuid,nodev"
             },
+            # /dev/shm: small (it is outside the disk limit); Docker mounts it noexec already.
+            "shm_size": f"{SHM_SIZE_MB}m",
             # IPv4 only: the firewall rules of a workspace network are IPv4 rules.
             "sysctls": {"net.ipv6.conf.all.disable_ipv6": "1"},
         }
@@ -610,9 +644,12 @@ class DockerRuntime:
         except ContainerNotFound:
             return None
         labels = (attrs.get("Config") or {}).get("Labels") or {}
-        if labels.get(LABEL_ENV_HASH) != env_hash(spec.env):
+        if labels.get(LABEL_ENV_HASH) != env_hash(self._user_env(spec)):
             return "environment variables changed"
         if labels.get(LABEL_ISOLATION) != isolation_key(spec.egress, spec.disk_mb):
+            return "isolation settings changed"
+        shm = int((attrs.get("HostConfig") or {}).get("ShmSize") or 0)
+        if spec.network_mode != "host" and shm != SHM_SIZE_MB * _MIB:
             return "isolation settings changed"
         if spec.network_mode:
             return None
@@ -644,7 +681,18 @@ class DockerRuntime:
     @_translate_errors
     def ensure_container(self, spec: ContainerSpec) -> ContainerState:
         """Create the sandbox's container if it does not exist (not started). Either way its
-        disk is mounted and its network's firewall rules are in place (a reboot loses both)."""
+        disk is mounted and its network's firewall rules are in place (a reboot loses both).
+        A sandbox with egress 'internet' is refused where the operator disabled it."""
+        if (
+            not spec.network_mode
+            and spec.egress == EGRESS_INTERNET
+            and not self.internet_egress_allowed
+        ):
+            raise IsolationUnavailable(
+                "egress 'internet' is disabled on this installation "
+                "(AINTANDEM_SANDBOX_INTERNET_EGRESS_ALLOWED=false): set the workspace's "
+                "settings.egress to 'none'"
+            )
         try:
             existing = self._get(spec.sandbox_id)
         except ContainerNotFound:
@@ -848,6 +896,8 @@ class DockerRuntime:
             # Only a /tmp of its own: an older container's /tmp is its writable layer, whose
             # statvfs would be the host's whole filesystem.
             disk_bytes += _tmp_bytes(pid)
+        if running:
+            disk_bytes += _tmp_bytes(pid, SANDBOX_SHM)  # always a tmpfs of its own
         disk_mb = round(disk_bytes / _MIB, 2)
         limits = {"disk_limit_mb": disk.size_mb if disk is not None else 0.0}
         now = datetime.now(UTC)
@@ -1038,6 +1088,8 @@ class DockerRuntime:
                 tty=False,
                 workdir=SANDBOX_WORKSPACE,
                 user=user,
+                # Nothing from the container's env loads code into the runtime.
+                environment=RUNTIME_EXEC_ENV,
             )["Id"]
         except docker.errors.NotFound as exc:
             raise ContainerNotFound(sandbox_id) from exc

@@ -16,7 +16,14 @@ The sandbox's named volume binds `mnt/workspace`. That directory exists only ins
 filesystem, so if the image is not mounted (after a reboot, before the worker ensured it) the
 engine refuses to start the container instead of letting it write to the host's disk.
 A write past the size fails with ENOSPC inside the sandbox; the host's disk only holds what was
-written (sparse), so the sum of all `disk_mb` may exceed the host's free space (overcommit).
+written (sparse).
+
+How far the host's disk is promised: the API caps `disk_mb` at the operator's
+`AINTANDEM_SANDBOX_MAX_DISK_MB` (default 10240), and this module refuses to make or grow a disk
+whose not-yet-written part is larger than the free space of the disk directory's filesystem at
+that moment (`DiskSpaceExhausted`: the sandbox goes to `error` with the reason; a retry does not
+help). So each disk, alone, could be filled completely when it was made; the sum of all disks may
+still exceed the free space (sparse overcommit), bounded by the cap times the sandbox quotas.
 """
 
 from __future__ import annotations
@@ -45,6 +52,10 @@ class DiskError(Exception):
     """A sandbox disk could not be made, mounted or resized."""
 
 
+class DiskSpaceExhausted(DiskError):
+    """The requested disk is larger than what the host's filesystem has free."""
+
+
 @dataclass(frozen=True)
 class DiskUsage:
     used_mb: float
@@ -67,6 +78,11 @@ def _checked(*argv: str) -> str:
         detail = (done.stderr or done.stdout).strip()[-500:]
         raise DiskError(f"{' '.join(argv)} failed ({done.returncode}): {detail}")
     return done.stdout
+
+
+def _allocated(image: Path) -> int:
+    """Bytes of the sparse image actually on the host's disk."""
+    return image.stat().st_blocks * 512
 
 
 def _attached(image: Path) -> bool:
@@ -152,8 +168,11 @@ class SandboxDisks:
                 owner.write_text(installation)
             want = int(disk_mb) * _MIB
             if not image.exists():
+                self._check_free(want, 0)
                 self._make(image, want)
             else:
+                if want > image.stat().st_size:
+                    self._check_free(want, _allocated(image))
                 self._resize(image, mnt, want)
             if not os.path.ismount(mnt):
                 mnt.mkdir(exist_ok=True)
@@ -164,6 +183,23 @@ class SandboxDisks:
                 workspace.mkdir(mode=0o755)
                 os.chown(workspace, SANDBOX_UID, SANDBOX_GID)
             return workspace
+
+    def free_bytes(self) -> int:
+        """Free space of the disk directory's filesystem, for an unprivileged writer (the
+        images are written by the kernel's loop driver: root's reserve is not promised)."""
+        st = os.statvfs(self.root)
+        return st.f_bavail * st.f_frsize
+
+    def _check_free(self, want: int, allocated: int) -> None:
+        """Refuse a disk (or growth) whose unwritten part the host could not hold right now:
+        `want` bytes promised, `allocated` of them already on the host's disk."""
+        missing = want - allocated
+        free = self.free_bytes()
+        if missing > free:
+            raise DiskSpaceExhausted(
+                f"a {want // _MIB} MiB disk does not fit: the host's filesystem holding "
+                f"{self.root} has {free // _MIB} MiB free (lower resources.disk_mb or free space)"
+            )
 
     @staticmethod
     def _make(image: Path, size: int) -> None:

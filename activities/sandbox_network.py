@@ -10,10 +10,15 @@ reach each other and nothing else, according to the workspace's `settings.egress
   0.0.0.0 would be). Enforced by the engine alone; no iptables needed.
 - `internet`: a normal (NATed) bridge plus rules this module installs, idempotently, whenever a
   sandbox of the network is created or started: in DOCKER-USER, traffic from the bridge to
-  loopback, link-local, private and CGNAT ranges is dropped (except DNS to the host's own
-  resolvers, which Docker's embedded DNS forwards from inside the container); in INPUT, anything
-  from the bridge to the host itself is dropped. Needs the worker on the engine's host as root
-  with iptables; otherwise starting such a sandbox fails with the reason (never silently open).
+  every IPv4 range that is not globally reachable (`BLOCKED_RANGES`: IANA's special-purpose
+  registry, loopback, link-local, private, CGNAT, documentation/benchmark nets, multicast,
+  reserved) and to each subnet the host itself is on (read from its routing table whenever the
+  rules are installed: the host's own LAN may be any range) is dropped, except DNS to the host's
+  own resolvers, which Docker's embedded DNS forwards from inside the container; in INPUT,
+  anything from the bridge to the host itself is dropped. Needs the worker on the engine's host
+  as root with iptables; otherwise starting such a sandbox fails with the reason (never silently
+  open). An operator can forbid `internet` altogether (AINTANDEM_SANDBOX_INTERNET_EGRESS_ALLOWED=
+  false): the API refuses the setting and the worker refuses to start such a sandbox.
 
 Traffic between two different workspace networks is dropped by Docker itself
 (DOCKER-ISOLATION-STAGE-1/2 for non-internal bridges, the internal network's own DROP rules).
@@ -48,17 +53,26 @@ from domain.containers import (
 
 log = logging.getLogger("aintandem.sandbox_network")
 
-# Never reachable from a sandbox with `internet` egress.
+# Never reachable from a sandbox with `internet` egress: every IPv4 range of the IANA IPv4
+# Special-Purpose Address Registry that is not globally reachable (what Python's
+# `ipaddress.IPv4Address.is_global` is false for), plus multicast. Written out (not computed
+# from `ipaddress` internals, which differ between Python versions); tests/unit/
+# test_sandbox_egress_ranges.py checks every non-global range is covered.
 BLOCKED_RANGES = (
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "224.0.0.0/4",
-    "240.0.0.0/4",
+    "0.0.0.0/8",  # "this network" (RFC 791)
+    "10.0.0.0/8",  # private (RFC 1918)
+    "100.64.0.0/10",  # shared address space, carrier-grade NAT (RFC 6598)
+    "127.0.0.0/8",  # loopback (RFC 1122)
+    "169.254.0.0/16",  # link-local, cloud metadata services (RFC 3927)
+    "172.16.0.0/12",  # private (RFC 1918)
+    "192.0.0.0/24",  # IETF protocol assignments (RFC 6890), incl. DS-Lite, NAT64 discovery
+    "192.0.2.0/24",  # TEST-NET-1, documentation (RFC 5737); some hosts' LAN in practice
+    "192.168.0.0/16",  # private (RFC 1918)
+    "198.18.0.0/15",  # benchmarking (RFC 2544)
+    "198.51.100.0/24",  # TEST-NET-2, documentation (RFC 5737)
+    "203.0.113.0/24",  # TEST-NET-3, documentation (RFC 5737)
+    "224.0.0.0/4",  # multicast (RFC 5771)
+    "240.0.0.0/4",  # reserved (RFC 1112), incl. limited broadcast 255.255.255.255
 )
 _COMMENT_PREFIX = "aintandem:"
 
@@ -81,6 +95,44 @@ def _host_resolvers(path: str = "/etc/resolv.conf") -> list[str]:
                 if ip.version == 4 and not ip.is_loopback:
                     found.append(str(ip))
     return found
+
+
+def host_subnets(route_table: str = "/proc/net/route") -> list[str]:
+    """The IPv4 subnets the host is directly on (its interfaces' on-link routes), read from the
+    kernel's main routing table. A sandbox with `internet` egress must not reach the host's
+    neighbours whatever range the host's LAN uses (a public one included)."""
+    found: list[str] = []
+    with contextlib.suppress(OSError):
+        lines = Path(route_table).read_text().splitlines()[1:]
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 8:
+                continue
+            try:
+                dest, gateway, mask = (int(fields[i], 16) for i in (1, 2, 7))
+            except ValueError:
+                continue
+            if gateway != 0 or mask == 0:
+                continue  # via a router (or the default route): not a subnet the host is on
+            # /proc/net/route prints addresses as little-endian hex.
+            net = ipaddress.IPv4Network(
+                (dest.to_bytes(4, "little"), bin(mask).count("1")), strict=False
+            )
+            if str(net) not in found:
+                found.append(str(net))
+    return found
+
+
+def blocked_destinations(extra: list[str] | None = None) -> list[str]:
+    """`BLOCKED_RANGES` plus the host's own subnets that they do not already cover."""
+    ranges = [ipaddress.IPv4Network(r) for r in BLOCKED_RANGES]
+    out = list(BLOCKED_RANGES)
+    for cidr in host_subnets() if extra is None else extra:
+        net = ipaddress.IPv4Network(cidr, strict=False)
+        if not any(net.subnet_of(r) for r in ranges):
+            ranges.append(net)
+            out.append(str(net))
+    return out
 
 
 def _bridge_of(network_id: str, options: dict[str, str] | None) -> str:
@@ -123,7 +175,7 @@ class Firewall:
                         ],
                     )
                 )
-        for cidr in BLOCKED_RANGES:
+        for cidr in blocked_destinations():
             rules.append(("DOCKER-USER", ["-i", bridge, "-d", cidr, *tag, "-j", "DROP"]))
         rules.append(("INPUT", ["-i", bridge, *tag, "-j", "DROP"]))
         return rules

@@ -312,18 +312,27 @@ def _resources(
     return merged
 
 
-def _check_disk_cap(settings: Settings, requested: ResourcesIn | None) -> None:
+def _check_disk_cap(
+    settings: Settings, requested: ResourcesIn | None, config: bool = False
+) -> None:
     """The operator's cap on `resources.disk_mb` (AINTANDEM_SANDBOX_MAX_DISK_MB): the images are
     sparse, so what a user may be promised is the operator's choice, below the schema's absolute
     bound. Only a value the request names is checked: a sandbox made under a higher cap keeps
-    its disk when other resources change."""
+    its disk when other resources change. `config`: PUT /config's code for a bad body
+    (CONFIGURATION_INVALID, as its schema errors), else VALIDATION_ERROR."""
     disk_mb = requested.disk_mb if requested is not None else None
-    if disk_mb is not None and disk_mb > settings.sandbox_max_disk_mb:
-        raise _field_error(
-            "resources.disk_mb",
-            f"resources.disk_mb {disk_mb} is above this installation's limit of "
-            f"{settings.sandbox_max_disk_mb} MiB (AINTANDEM_SANDBOX_MAX_DISK_MB)",
-        )
+    if disk_mb is None or disk_mb <= settings.sandbox_max_disk_mb:
+        return
+    message = (
+        f"resources.disk_mb {disk_mb} is above this installation's limit of "
+        f"{settings.sandbox_max_disk_mb} MiB (AINTANDEM_SANDBOX_MAX_DISK_MB)"
+    )
+    if not config:
+        raise _field_error("resources.disk_mb", message)
+    raise ConfigurationInvalid(
+        "Configuration is invalid",
+        {"fields": [{"field": "resources.disk_mb", "message": message, "location": "body"}]},
+    )
 
 
 def _check_mcp(ws: Workspace, names: list[str]) -> None:
@@ -586,7 +595,7 @@ async def update_config(
                 ]
             },
         )
-    _check_disk_cap(settings, body.resources)
+    _check_disk_cap(settings, body.resources, config=True)
     applied: dict[str, str] = {}
     resources = _resources(ws, body.resources, sb.resources) if body.resources else None
     if body.mcp_servers is not None:

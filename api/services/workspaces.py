@@ -16,7 +16,8 @@ from api.schemas.workspaces import (
     WorkspaceSettingsPatch,
     WorkspaceUpdate,
 )
-from config.settings import Settings
+from config.settings import Settings, get_settings
+from domain.containers import EGRESS_INTERNET
 from domain.errors import NotFound, ResourceExhausted, ValidationFailed
 from domain.ids import Prefix, is_valid, new_id
 from domain.timeutil import iso, utcnow
@@ -35,6 +36,53 @@ def merge_settings(current: dict[str, Any], patch: WorkspaceSettingsPatch | None
     if nested:
         merged["resource_defaults"] = {**merged.get("resource_defaults", {}), **nested}
     return merged
+
+
+def check_egress(patch: WorkspaceSettingsPatch | None, settings: Settings | None = None) -> None:
+    """`egress: internet` only where the operator allows it (AINTANDEM_SANDBOX_INTERNET_EGRESS_
+    ALLOWED); the worker refuses to start such a sandbox too, whatever the stored setting.
+    `settings` None: the process's own (a caller without the app's settings at hand)."""
+    if patch is None or patch.egress != EGRESS_INTERNET:
+        return
+    if (settings or get_settings()).sandbox_internet_egress_allowed:
+        return
+    raise ValidationFailed(
+        "egress 'internet' is disabled on this installation",
+        {
+            "fields": [
+                {
+                    "field": "settings.egress",
+                    "message": "egress 'internet' is disabled by the operator "
+                    "(AINTANDEM_SANDBOX_INTERNET_EGRESS_ALLOWED=false); use 'none'",
+                    "location": "body",
+                }
+            ]
+        },
+    )
+
+
+def check_max_sandboxes(
+    patch: WorkspaceSettingsPatch | None, settings: Settings | None = None
+) -> None:
+    """A `max_sandboxes` above the edition's per-workspace limit is refused, not silently
+    capped: the workspace would promise sandboxes that creating them would refuse."""
+    if patch is None or patch.max_sandboxes is None:
+        return
+    limit = (settings or get_settings()).max_sandboxes_per_workspace
+    if patch.max_sandboxes <= limit:
+        return
+    edition = (settings or get_settings()).edition
+    message = (
+        f"max_sandboxes {patch.max_sandboxes} exceeds the {edition} edition's limit of {limit} "
+        "sandboxes per workspace (max_sandboxes_per_workspace)"
+    )
+    raise ValidationFailed(
+        message,
+        {
+            "fields": [{"field": "settings.max_sandboxes", "message": message, "location": "body"}],
+            "limit": limit,
+        },
+    )
 
 
 def effective_settings(ws: Workspace) -> WorkspaceSettings:
@@ -107,6 +155,8 @@ async def create(
     # The count and the insert are one transaction that holds the owner's lock (row lock on
     # PostgreSQL, the write lock on SQLite): concurrent creates are counted one after another.
     # A refusal ends the request's session, whose rollback releases the lock.
+    check_egress(body.settings, settings)
+    check_max_sandboxes(body.settings, settings)
     await repo.lock_owner(session, user.id)
     if await repo.count_owned(session, user.id) >= settings.max_workspaces:
         raise ResourceExhausted(
@@ -114,7 +164,10 @@ async def create(
             f"{settings.max_workspaces} workspaces per user",
             {"limit": settings.max_workspaces, "resource": "workspaces"},
         )
-    stored = merge_settings(WorkspaceSettings().model_dump(mode="json"), body.settings)
+    defaults = WorkspaceSettings().model_dump(mode="json")
+    # The default never promises more than the edition allows.
+    defaults["max_sandboxes"] = min(defaults["max_sandboxes"], settings.max_sandboxes_per_workspace)
+    stored = merge_settings(defaults, body.settings)
     policy = _split_policy(stored, {"mode": "allow_all", "rules": []})
     ws = Workspace(
         id=new_id(Prefix.WORKSPACE),
@@ -142,20 +195,26 @@ async def detail(session: AsyncSession, ws: Workspace) -> WorkspaceDetail:
     )
 
 
-def apply_settings_patch(ws: Workspace, patch: WorkspaceSettingsPatch | None) -> None:
+def apply_settings_patch(
+    ws: Workspace, patch: WorkspaceSettingsPatch | None, settings: Settings | None = None
+) -> None:
     if patch is None:
         return
+    check_egress(patch, settings)
+    check_max_sandboxes(patch, settings)
     stored = merge_settings(ws.settings or {}, patch)
     ws.collaboration_policy = _split_policy(stored, dict(ws.collaboration_policy or {}))
     ws.settings = stored
 
 
-async def update(session: AsyncSession, ws: Workspace, body: WorkspaceUpdate) -> WorkspaceDetail:
+async def update(
+    session: AsyncSession, ws: Workspace, body: WorkspaceUpdate, settings: Settings | None = None
+) -> WorkspaceDetail:
     if body.name is not None:
         ws.name = body.name
     if "description" in body.model_fields_set:
         ws.description = body.description
-    apply_settings_patch(ws, body.settings)
+    apply_settings_patch(ws, body.settings, settings)
     ws.updated_at = utcnow()
     await session.commit()
     return await detail(session, ws)

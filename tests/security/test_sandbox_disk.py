@@ -7,14 +7,21 @@ grows with `disk_mb`; through the API the size is validated and reported in stat
 
 from __future__ import annotations
 
+import os
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from temporalio.exceptions import ApplicationError
 
-from activities.docker_runtime import DockerRuntime
-from domain.containers import ContainerSpec, tmp_size_mb
+from activities.docker_runtime import DockerRuntime, IsolationUnavailable
+from activities.sandbox import _docker_call
+from activities.sandbox_disk import DiskSpaceExhausted, SandboxDisks
+from domain.containers import MAX_DISK_MB, ContainerSpec, tmp_size_mb
+from tests.conftest import assert_error
 from tests.integration.conftest import (  # noqa: F401 (fixtures)
     Stack,
     _delete_test_workspaces,
@@ -155,3 +162,110 @@ async def test_disk_mb_is_validated_and_reported(
     assert 0 < res["disk_usage_percent"] <= 100
     r = await stack.client.get(f"/api/v1/sandboxes/{sid}/config", headers=acc.headers)
     assert r.json()["data"]["resources"]["disk_mb"] == 96
+
+
+# -- how far the host's disk is promised (security review of issue #13) -------------------------
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 48 MiB filesystem for the disk images (a tmpfs: the host's real free space is not
+    touched, and the test does not depend on it)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a filesystem needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_disk_larger_than_the_free_space_is_refused(small_fs: Path, sandbox_image: str) -> None:  # noqa: F811
+    disks = SandboxDisks(small_fs)
+    if disks.unavailable_reason():
+        pytest.skip(f"sandbox disks unavailable here: {disks.unavailable_reason()}")
+    sid = f"sb_free{uuid.uuid4().hex[:12]}"
+    try:
+        # 64 MiB promised on a 48 MiB filesystem: refused before anything is made.
+        with pytest.raises(DiskSpaceExhausted, match="does not fit"):
+            disks.ensure(sid, 64)
+        assert not disks.image(sid).exists()
+        # What fits is made (sparse: little of it is on the filesystem yet)...
+        disks.ensure(sid, 32)
+        assert disks.size_mb(sid) == 32
+        # ...and growing it past the free space is refused, keeping the disk as it was.
+        with pytest.raises(DiskSpaceExhausted):
+            disks.ensure(sid, 96)
+        assert disks.size_mb(sid) == 32
+    finally:
+        disks.remove(sid)
+
+    # Through the worker: a business failure, not retried (the sandbox goes to `error`).
+    runtime = DockerRuntime(image=sandbox_image, disks=disks)
+    try:
+        spec = _spec(f"sb_free{uuid.uuid4().hex[:12]}", disk_mb=64)
+        with pytest.raises(IsolationUnavailable, match="does not fit"):
+            runtime.ensure_container(spec)
+        with pytest.raises(ApplicationError) as refused:
+            _docker_call(runtime.ensure_container, spec)
+        assert refused.value.non_retryable
+        runtime.remove(spec.sandbox_id)
+    finally:
+        runtime.close()
+
+
+async def test_disk_mb_above_the_operators_cap_is_refused(
+    stack: Stack,  # noqa: F811
+) -> None:
+    acc = await stack.account()
+    wid = await stack.workspace(acc)
+    cap = stack.settings.sandbox_max_disk_mb
+    r = await stack.client.post(
+        f"/api/v1/workspaces/{wid}/sandboxes",
+        headers=acc.headers,
+        json={
+            "name": f"big-{uuid.uuid4().hex[:4]}",
+            "agent_config": {"primary_agent": {"name": "a", "role": "r"}},
+            "resources": {"disk_mb": cap + 1},
+        },
+    )
+    body = assert_error(r, 422, "VALIDATION_ERROR")
+    fields = body["error"]["details"]["fields"]
+    assert fields[0]["field"] == "resources.disk_mb" and str(cap) in fields[0]["message"], body
+
+    sid = await stack.sandbox(acc, wid)
+    r = await stack.client.put(
+        f"/api/v1/sandboxes/{sid}/config",
+        headers=acc.headers,
+        json={"resources": {"disk_mb": cap + 1}},
+    )
+    body = assert_error(r, 422, "CONFIGURATION_INVALID")  # PUT /config's code for a bad body
+    fields = body["error"]["details"]["fields"]
+    assert fields[0]["field"] == "resources.disk_mb" and str(cap) in fields[0]["message"], body
+    r = await stack.client.get(f"/api/v1/sandboxes/{sid}/config", headers=acc.headers)
+    assert r.json()["data"]["resources"]["disk_mb"] == 1024  # unchanged
+
+
+async def test_a_disk_beyond_the_hosts_free_space_puts_the_sandbox_in_error(
+    stack: Stack,  # noqa: F811
+) -> None:
+    disks = SandboxDisks()
+    if disks.unavailable_reason():
+        pytest.skip(f"sandbox disks unavailable here: {disks.unavailable_reason()}")
+    free_mb = disks.free_bytes() // 2**20
+    if free_mb >= MAX_DISK_MB:
+        pytest.skip(f"the host has {free_mb} MiB free: no disk_mb the API accepts exceeds it")
+    acc = await stack.account()
+    wid = await stack.workspace(acc)
+    # An operator who raised the cap to the schema's bound (restored below).
+    cap = stack.settings.sandbox_max_disk_mb
+    stack.settings.sandbox_max_disk_mb = MAX_DISK_MB
+    try:
+        sid = await stack.sandbox(acc, wid, resources={"disk_mb": MAX_DISK_MB})
+    finally:
+        stack.settings.sandbox_max_disk_mb = cap
+    detail = await stack.wait_status(acc, sid, "error", timeout=120)
+    assert "does not fit" in (detail["status_reason"] or ""), detail
+    assert not disks.image(sid).exists()

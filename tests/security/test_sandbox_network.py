@@ -8,21 +8,33 @@ a TCP listener inside a sandbox of user A, another on the host (this test's proc
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
+import os
+import shutil
 import socket
+import subprocess
 import threading
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from domain.containers import container_name, network_name
+from activities.docker_runtime import DockerRuntime, IsolationUnavailable
+from activities.sandbox_network import BLOCKED_RANGES, host_subnets
+from api.app import create_app
+from config.settings import get_settings
+from domain.containers import ContainerSpec, container_name, network_name
+from tests.conftest import app_client, assert_error, make_settings, new_account
 from tests.integration.conftest import (  # noqa: F401 (fixtures)
     Stack,
     _delete_test_workspaces,
     eventually,
     stack,
 )
+from tests.integration.test_docker_runtime import sandbox_image  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.security, pytest.mark.docker, pytest.mark.temporal]
 
@@ -218,3 +230,131 @@ async def test_egress_change_applies_at_restart_and_networks_go_with_their_sandb
     assert r.status_code == 204, r.text
     new = network_name(inst, wid, "internet")
     assert all(n["Name"] != new for n in stack.docker.api.networks(names=[new]))
+
+
+# -- security review of issue #13: the special-purpose ranges, the host's LAN, the switch -------
+
+REVIEW_RANGES = (
+    "192.0.0.0/24",
+    "192.0.2.0/24",
+    "198.18.0.0/15",
+    "198.51.100.0/24",
+    "203.0.113.0/24",
+)
+
+
+def _bridge(st: Stack, sid: str) -> str:
+    container = st.docker.containers.get(container_name(sid))
+    (joined,) = container.attrs["NetworkSettings"]["Networks"].values()
+    net = st.docker.api.inspect_network(joined["NetworkID"])
+    options = net.get("Options") or {}
+    return options.get("com.docker.network.bridge.name") or f"br-{net['Id'][:12]}"
+
+
+def _drops(bridge: str) -> dict[str, int]:
+    """Destination -> packets dropped, of the DOCKER-USER DROP rules tagged for this bridge."""
+    listing = subprocess.run(
+        ["iptables", "-w", "10", "-L", "DOCKER-USER", "-v", "-n", "-x"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    found = {}
+    for line in listing.splitlines():
+        fields = line.split()
+        if len(fields) > 8 and fields[2] == "DROP" and f"aintandem:{bridge}" in line:
+            found[fields[8]] = int(fields[0])
+    return found
+
+
+async def test_internet_egress_drops_every_special_range_and_the_hosts_lan(
+    stack: Stack,  # noqa: F811
+) -> None:
+    if os.geteuid() != 0 or shutil.which("iptables") is None:
+        pytest.skip("internet egress needs the worker as root with iptables")
+    acc = await stack.account()
+    wid = await stack.workspace(acc, egress="internet")
+    sid = await stack.sandbox(acc, wid)
+    await stack.wait_status(acc, sid, "running", timeout=120)
+    bridge = await asyncio.to_thread(_bridge, stack, sid)
+
+    drops = await asyncio.to_thread(_drops, bridge)
+    for cidr in (*REVIEW_RANGES, *BLOCKED_RANGES):
+        assert cidr in drops, (cidr, sorted(drops))
+    lan = [c for c in host_subnets() if not c.startswith("172.")]  # docker0 is in 172.16/12
+    for cidr in lan:
+        net = ipaddress.IPv4Network(cidr)
+        assert any(net.subnet_of(ipaddress.IPv4Network(d)) for d in drops), (cidr, drops)
+
+    # A real probe to the host's LAN (local traffic only): a neighbour's address, not the
+    # host's own (that one is INPUT's). It is dropped by the rule for its range, on the host.
+    if not lan:
+        pytest.skip("the host has no LAN subnet outside 172.16.0.0/12 to probe")
+    net = ipaddress.IPv4Network(lan[0])
+    own = set(_host_addresses())
+    neighbour = next(str(ip) for ip in reversed(list(net.hosts())) if str(ip) not in own)
+    rule = next(d for d in drops if net.subnet_of(ipaddress.IPv4Network(d)))
+    before = drops[rule]
+    seen = await _probe(stack, sid, [f"{neighbour}:9"])
+    assert seen[f"{neighbour}:9"].startswith("blocked"), seen
+    after = (await asyncio.to_thread(_drops, bridge))[rule]
+    assert after > before, f"the probe to {neighbour} was not dropped by the {rule} rule"
+
+
+async def test_the_operator_can_forbid_internet_egress(
+    database_url: str,
+    tmp_path: Path,
+    sandbox_image: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The API refuses the setting at create and at both update routes.
+    monkeypatch.setenv("AINTANDEM_SANDBOX_INTERNET_EGRESS_ALLOWED", "false")
+    get_settings.cache_clear()
+    try:
+        settings = make_settings(database_url, tmp_path, sandbox_internet_egress_allowed=False)
+        async with app_client(create_app(settings)) as client:
+            acc = await new_account(client)
+            r = await client.post(
+                "/api/v1/workspaces",
+                headers=acc.headers,
+                json={"name": f"ws-{uuid.uuid4().hex[:6]}", "settings": {"egress": "internet"}},
+            )
+            body = assert_error(r, 422, "VALIDATION_ERROR")
+            assert body["error"]["details"]["fields"][0]["field"] == "settings.egress", body
+            r = await client.post(
+                "/api/v1/workspaces",
+                headers=acc.headers,
+                json={"name": f"ws-{uuid.uuid4().hex[:6]}", "settings": {"egress": "none"}},
+            )
+            assert r.status_code == 201, r.text
+            wid = r.json()["data"]["workspace_id"]
+            r = await client.put(
+                f"/api/v1/workspaces/{wid}",
+                headers=acc.headers,
+                json={"settings": {"egress": "internet"}},
+            )
+            assert r.status_code == 422 and "settings.egress" in r.text, r.text
+            r = await client.put(
+                f"/api/v1/workspaces/{wid}/config",
+                headers=acc.headers,
+                json={"settings": {"egress": "internet"}},
+            )
+            assert r.status_code == 422 and "settings.egress" in r.text, r.text
+            r = await client.get(f"/api/v1/workspaces/{wid}", headers=acc.headers)
+            assert r.json()["data"]["settings"]["egress"] == "none"
+    finally:
+        monkeypatch.delenv("AINTANDEM_SANDBOX_INTERNET_EGRESS_ALLOWED")
+        get_settings.cache_clear()
+
+    # The worker refuses to start a sandbox whose stored setting says internet (set before the
+    # switch), before any network or container is made.
+    runtime = DockerRuntime(image=sandbox_image, internet_egress_allowed=False)
+    sid = f"sb_noinet{uuid.uuid4().hex[:10]}"
+    try:
+        spec = ContainerSpec(sandbox_id=sid, workspace_id="ws_noinet", name="n", egress="internet")
+        with pytest.raises(IsolationUnavailable, match="disabled"):
+            runtime.ensure_container(spec)
+        assert not runtime.inspect(sid).exists
+    finally:
+        runtime.remove(sid)
+        runtime.close()
