@@ -76,7 +76,11 @@ def build_activities(
 ) -> ActivitySet:
     # The activities that start workflows or signal them encrypt like the API does.
     client = with_data_converter(client, settings)
-    runtime = DockerRuntime(image=settings.sandbox_image, installation=settings.installation_id)
+    runtime = DockerRuntime(
+        image=settings.sandbox_image,
+        installation=settings.installation_id,
+        internet_egress_allowed=settings.sandbox_internet_egress_allowed,
+    )
     # The offline model starts on first use (a workspace without a configured provider).
     model, path = settings.offline_model_spec(), settings.offline_model_file()
     offline = OfflineModelServer(spec=model, model=path) if offline_available(model, path) else None
