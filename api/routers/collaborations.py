@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 
 from api.deps import CurrentUser, SessionDep, StateDep, rate_limit
-from api.envelope import Envelope, ok
+from api.envelope import Envelope, ListEnvelope, ok, page
 from api.schemas.collaborations import (
     CancelRequest,
     CollaborationAccepted,
     CollaborationCancelled,
     CollaborationDetail,
+    CollaborationSummary,
     OrchestrateRequest,
+    Status,
 )
+from api.schemas.common import Pagination, pagination
 from api.services import collaborations as service
 from api.services import workspaces as workspace_service
 
@@ -44,6 +47,29 @@ async def orchestrate(
         session, state.temporal, state.settings, user, ws, body, idempotency_key
     )
     return ok(data, status)
+
+
+@router.get(
+    "/workspaces/{workspace_id}/collaborations",
+    response_model=ListEnvelope[CollaborationSummary],
+    operation_id="collaborations_list",
+    dependencies=[rate_limit("workspace")],
+)
+async def list_collaborations(
+    workspace_id: str,
+    user: CurrentUser,
+    session: SessionDep,
+    pg: Annotated[Pagination, Depends(pagination)],
+    status: Annotated[
+        list[Status] | None, Query(description="only these statuses (repeatable)")
+    ] = None,
+) -> Response:
+    """The workspace's collaborations, newest first (an extension of the spec for operators,
+    with the spec's list envelope and `page`/`per_page` pagination; `search` matches the
+    task, `sort` is created_at or updated_at)."""
+    ws = await workspace_service.get_owned(session, workspace_id, user)
+    items, total = await service.list_for_workspace(session, ws, pg, status)
+    return page(items, total, pg.page, pg.per_page)
 
 
 @router.get(

@@ -18,12 +18,14 @@ from api.schemas.messages import (
     MessageDetail,
     MessageList,
     MessageSend,
+    MessageStatusName,
 )
 from api.services import messages as service
 from api.services import sandboxes as sandbox_service
 from api.services import workspaces as workspace_service
 
 router = APIRouter(tags=["messages"])
+SANDBOX_ID = r"^sb_[a-z0-9]{10}$"  # domain.ids: a malformed id is a 422, not an empty list
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
 
@@ -71,6 +73,14 @@ async def broadcast(
     return ok(data, status)
 
 
+StatusFilter = Annotated[
+    list[MessageStatusName] | None,
+    Query(description="only messages in this status (repeatable: status=failed&status=timeout)"),
+]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Since = Annotated[datetime | None, Query(description="ISO 8601; messages created at or after")]
+
+
 @router.get(
     "/sandboxes/{sandbox_id}/messages",
     response_model=Envelope[MessageList],
@@ -82,11 +92,41 @@ async def list_messages(
     user: CurrentUser,
     session: SessionDep,
     direction: Annotated[Literal["sent", "received", "both"], Query()] = "both",
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    since: Annotated[datetime | None, Query()] = None,
+    limit: Limit = 50,
+    since: Since = None,
+    status: StatusFilter = None,
 ) -> Response:
     sb = await sandbox_service.get_owned(session, sandbox_id, user)
-    return ok(await service.list_for_sandbox(session, sb, direction, since, limit))
+    return ok(await service.list_for_sandbox(session, sb, direction, since, limit, status))
+
+
+@router.get(
+    "/workspaces/{workspace_id}/messages",
+    response_model=Envelope[MessageList],
+    operation_id="messages_list_workspace",
+    dependencies=[rate_limit("sandbox")],
+)
+async def list_workspace_messages(
+    workspace_id: str,
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Limit = 50,
+    since: Since = None,
+    status: StatusFilter = None,
+    sandbox_id: Annotated[
+        str | None,
+        Query(pattern=SANDBOX_ID, description="only messages this sandbox sent or received"),
+    ] = None,
+) -> Response:
+    """Every message of the workspace, newest first (an extension of the spec for operators:
+    the per-sandbox list's shape, filters and `limit`/`since` paging). Find what failed with
+    `status=failed&status=timeout`, then `POST /messages/{id}/retry`."""
+    ws = await workspace_service.get_owned(session, workspace_id, user)
+    return ok(
+        await service.list_for_workspace(
+            session, ws, since=since, limit=limit, statuses=status, sandbox_id=sandbox_id
+        )
+    )
 
 
 @router.get(

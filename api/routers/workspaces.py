@@ -56,10 +56,14 @@ async def get_workspace(workspace_id: str, user: CurrentUser, session: SessionDe
     "/{workspace_id}", response_model=Envelope[WorkspaceDetail], operation_id="workspaces_update"
 )
 async def update_workspace(
-    workspace_id: str, body: WorkspaceUpdate, user: CurrentUser, session: SessionDep
+    workspace_id: str,
+    body: WorkspaceUpdate,
+    user: CurrentUser,
+    session: SessionDep,
+    state: StateDep,
 ) -> Response:
     ws = await service.get_owned(session, workspace_id, user)
-    return ok(await service.update(session, ws, body))
+    return ok(await service.update(session, ws, body, state.settings))
 
 
 @router.delete("/{workspace_id}", status_code=204, operation_id="workspaces_delete")
@@ -78,9 +82,11 @@ async def delete_workspace(
     response_model=Envelope[WorkspaceConfigOut],
     operation_id="workspace_config_get",
 )
-async def get_config(workspace_id: str, user: CurrentUser, session: SessionDep) -> Response:
+async def get_config(
+    workspace_id: str, user: CurrentUser, session: SessionDep, state: StateDep
+) -> Response:
     ws = await service.get_owned(session, workspace_id, user)
-    return ok(config_service.to_out(ws))
+    return ok(config_service.to_out(ws, state.settings))
 
 
 @config_router.put(
@@ -97,4 +103,5 @@ async def update_config(
 ) -> Response:
     ws = await service.get_owned(session, workspace_id, user)
     access = state.settings.provider_access()
-    return ok(await config_service.update(session, ws, body, access))
+    await config_service.update(session, ws, body, access, state.settings)
+    return ok(config_service.to_out(ws, state.settings))

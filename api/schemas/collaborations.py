@@ -134,3 +134,26 @@ class CollaborationCancelled(BaseModel):
         "seconds to stop (the cancel goes on; watch the collaboration)"
     )
     cancel_requested: bool
+
+
+class CollaborationSummary(BaseModel):
+    """One row of `GET /workspaces/{id}/collaborations` (an extension of the spec): enough to
+    find the one to open with `GET /collaborations/{id}`, without its steps and messages."""
+
+    collaboration_id: str
+    workspace_id: str
+    task: str
+    collaboration_mode: Mode
+    orchestrator: dict[str, str]
+    status: Status
+    percentage: int = Field(ge=0, le=100)
+    participants: list[str] = Field(description="sandbox ids")
+    plan_source: str | None = Field(
+        default=None, description="from `result`: the model's own plan or the fallback"
+    )
+    warnings: list[str] = Field(default_factory=list, description="from `result`")
+    error: ErrorOut | None
+    timeout: int
+    created_at: str
+    started_at: str | None
+    completed_at: str | None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, HttpUrl, StringConstraints, field_validator, model_validator
 
@@ -118,9 +118,24 @@ class McpServerOut(BaseModel):
     enabled: bool = True
 
 
+class EffectiveLLM(BaseModel):
+    """The provider and model an agent without its own llm_provider really gets (the worker's
+    choice, activities/agent.py `choose_provider`): `settings.default_llm_provider` counts only
+    when that provider is configured."""
+
+    provider: str
+    model: str
+    source: Literal["default_llm_provider", "only_provider", "offline"] = Field(
+        description="default_llm_provider: it is configured; only_provider: the one "
+        "configured provider; offline: the embedded model, as no usable provider is configured"
+    )
+    reason: str
+
+
 class WorkspaceConfigOut(BaseModel):
     workspace_id: str
     settings: WorkspaceSettings
     llm_providers: list[LLMProviderOut]
     mcp_servers: list[McpServerOut]
     collaboration_policy: dict[str, Any]
+    effective_llm: EffectiveLLM

@@ -9,6 +9,10 @@ from pydantic import BaseModel, Field, StringConstraints
 from api.schemas.common import JsonObject, Name, RequestModel, SafeStr
 
 MessageType = Literal["request", "response", "notification", "command"]
+# A delivery's status (domain.messages.MessageStatus), as the list filters accept it.
+MessageStatusName = Literal[
+    "queued", "pending_approval", "delivered", "responded", "failed", "timeout"
+]
 
 
 class MessageSend(RequestModel):
@@ -69,6 +73,17 @@ class MessageDetail(MessageOut):
     response: dict[str, Any] | None
 
 
+class MessageListMeta(BaseModel):
+    """What the list holds and which filters made it (echoed so a reader can tell)."""
+
+    total: int = Field(description="messages matching the filters (may exceed `returned`)")
+    returned: int
+    since: str | None
+    direction: Literal["sent", "received", "both"] | None = None  # per-sandbox list only
+    status: list[MessageStatusName] | None = None
+    sandbox_id: str | None = None  # workspace list only: either end
+
+
 class MessageList(BaseModel):
     messages: list[MessageOut]
-    meta: dict[str, Any]
+    meta: MessageListMeta

@@ -11,12 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.schemas.config import (
     MASK,
+    EffectiveLLM,
     LLMProviderOut,
     McpServerOut,
     WorkspaceConfigOut,
     WorkspaceConfigUpdate,
 )
 from api.services.workspaces import apply_settings_patch, effective_settings
+from config.settings import Settings, get_settings
 from domain.egress import (
     ProviderAccess,
     env_ref_refusal,
@@ -25,7 +27,7 @@ from domain.egress import (
     url_refusal,
 )
 from domain.errors import ConfigurationInvalid
-from domain.llm import DEFAULT_BASE_URLS, ENV_REF
+from domain.llm import DEFAULT_BASE_URLS, ENV_REF, OFFLINE_PROVIDER, LLMProviderConfig
 from domain.timeutil import utcnow
 from store.models import Workspace
 
@@ -63,13 +65,49 @@ def _mcp_out(raw: dict[str, Any]) -> McpServerOut:
     )
 
 
-def to_out(ws: Workspace) -> WorkspaceConfigOut:
+# The same words as /system/info's `offline_llm.used_when`.
+OFFLINE_REASON = "the embedded model: used when a workspace configures no LLM provider"
+
+
+def effective_llm(ws: Workspace, settings: Settings) -> EffectiveLLM:
+    """What the worker's `choose_provider` (activities/agent.py) picks for an agent that names
+    no provider: the configured default, else the only configured provider, else the offline
+    model this installation serves (AINTANDEM_OFFLINE_MODEL)."""
+    configured = {p["name"]: p for p in ws.llm_providers or []}
+    default = (ws.settings or {}).get("default_llm_provider")
+    chosen, source = None, "offline"
+    if default in configured:
+        chosen, source = configured[default], "default_llm_provider"
+    elif len(configured) == 1:
+        chosen, source = next(iter(configured.values())), "only_provider"
+    if chosen is None:
+        reason = OFFLINE_REASON
+        if configured:
+            reason = (
+                f"the embedded model: default_llm_provider {default!r} is not configured and "
+                f"{len(configured)} providers are, so none is chosen"
+            )
+        return EffectiveLLM(
+            provider=OFFLINE_PROVIDER, model=settings.offline_model, source="offline", reason=reason
+        )
+    cfg = LLMProviderConfig.from_workspace(chosen)
+    reason = (
+        f"default_llm_provider {default!r} is configured"
+        if source == "default_llm_provider"
+        else f"the only configured provider (default_llm_provider {default!r} is not)"
+    )
+    return EffectiveLLM(provider=cfg.name, model=cfg.model, source=source, reason=reason)  # type: ignore[arg-type]
+
+
+def to_out(ws: Workspace, settings: Settings | None = None) -> WorkspaceConfigOut:
+    """`settings` None: the process's own (the caller has no app settings at hand)."""
     return WorkspaceConfigOut(
         workspace_id=ws.id,
         settings=effective_settings(ws),
         llm_providers=[_provider_out(p) for p in ws.llm_providers or []],
         mcp_servers=[_mcp_out(s) for s in ws.mcp_servers or []],
         collaboration_policy=ws.collaboration_policy or {"mode": "allow_all", "rules": []},
+        effective_llm=effective_llm(ws, settings or get_settings()),
     )
 
 
@@ -186,14 +224,16 @@ async def update(
     ws: Workspace,
     body: WorkspaceConfigUpdate,
     access: ProviderAccess | None = None,
+    settings: Settings | None = None,
 ) -> WorkspaceConfigOut:
+    """`settings`: the app's (edition limit, egress switch); None: the process's own."""
     access = access or ProviderAccess()
     await check_access(body, access)
     providers = None
     if body.llm_providers is not None:
         providers = _merge_providers(ws.llm_providers or [], body)
         check_key_destinations(providers, access)
-    apply_settings_patch(ws, body.settings)
+    apply_settings_patch(ws, body.settings, settings)
     if providers is not None:
         ws.llm_providers = providers
     if body.mcp_servers is not None:

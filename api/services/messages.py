@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -377,12 +378,50 @@ async def detail(session: AsyncSession, m: Message) -> MessageDetail:
 
 
 async def list_for_sandbox(
-    session: AsyncSession, sb: Sandbox, direction: str, since: datetime | None, limit: int
+    session: AsyncSession,
+    sb: Sandbox,
+    direction: str,
+    since: datetime | None,
+    limit: int,
+    statuses: Sequence[str] | None = None,
 ) -> MessageList:
-    rows, total = await repo.for_sandbox(session, sb.id, direction, since, limit)
+    rows, total = await repo.for_sandbox(session, sb.id, direction, since, limit, statuses)
     return MessageList(
         messages=[to_out(m) for m in rows],
-        meta={"total": total, "returned": len(rows), "since": iso(since), "direction": direction},
+        meta={
+            "total": total,
+            "returned": len(rows),
+            "since": iso(since),
+            "direction": direction,
+            "status": list(statuses) if statuses else None,
+        },
+    )
+
+
+async def list_for_workspace(
+    session: AsyncSession,
+    ws: Workspace,
+    *,
+    since: datetime | None,
+    limit: int,
+    statuses: Sequence[str] | None = None,
+    sandbox_id: str | None = None,
+) -> MessageList:
+    """The operator's view: every message of the workspace, newest first. A `sandbox_id` that
+    is not (or no longer) in the workspace is not an error: its messages stay listed after the
+    sandbox is deleted, and an id of another user's workspace matches nothing here."""
+    rows, total = await repo.for_workspace(
+        session, ws.id, since=since, limit=limit, statuses=statuses, sandbox_id=sandbox_id
+    )
+    return MessageList(
+        messages=[to_out(m) for m in rows],
+        meta={
+            "total": total,
+            "returned": len(rows),
+            "since": iso(since),
+            "status": list(statuses) if statuses else None,
+            "sandbox_id": sandbox_id,
+        },
     )
 
 

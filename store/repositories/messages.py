@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +21,12 @@ async def get_owned(session: AsyncSession, message_id: str, owner_id: str) -> Me
 
 
 async def for_sandbox(
-    session: AsyncSession, sandbox_id: str, direction: str, since: datetime | None, limit: int
+    session: AsyncSession,
+    sandbox_id: str,
+    direction: str,
+    since: datetime | None,
+    limit: int,
+    statuses: Sequence[str] | None = None,
 ) -> tuple[list[Message], int]:
     if direction == "sent":
         conds: list[ColumnElement[bool]] = [Message.from_sandbox_id == sandbox_id]
@@ -28,8 +34,40 @@ async def for_sandbox(
         conds = [Message.to_sandbox_id == sandbox_id]
     else:
         conds = [or_(Message.from_sandbox_id == sandbox_id, Message.to_sandbox_id == sandbox_id)]
+    return await _newest(session, conds, since, statuses, limit)
+
+
+async def for_workspace(
+    session: AsyncSession,
+    workspace_id: str,
+    *,
+    since: datetime | None,
+    limit: int,
+    statuses: Sequence[str] | None = None,
+    sandbox_id: str | None = None,
+) -> tuple[list[Message], int]:
+    """Every message of the workspace (broadcast copies and collaboration turns included);
+    `sandbox_id` keeps those it sent or received. Served by ix_messages_workspace_created."""
+    conds: list[ColumnElement[bool]] = [Message.workspace_id == workspace_id]
+    if sandbox_id is not None:
+        conds.append(
+            or_(Message.from_sandbox_id == sandbox_id, Message.to_sandbox_id == sandbox_id)
+        )
+    return await _newest(session, conds, since, statuses, limit)
+
+
+async def _newest(
+    session: AsyncSession,
+    conds: list[ColumnElement[bool]],
+    since: datetime | None,
+    statuses: Sequence[str] | None,
+    limit: int,
+) -> tuple[list[Message], int]:
+    """The newest `limit` messages matching, and how many match in all."""
     if since is not None:
-        conds.append(Message.created_at >= since)
+        conds = [*conds, Message.created_at >= since]
+    if statuses:
+        conds = [*conds, Message.status.in_(list(statuses))]
     total = await session.scalar(select(func.count()).select_from(Message).where(*conds)) or 0
     rows = await session.scalars(
         select(Message)

@@ -33,7 +33,7 @@ async def test_defaults(client: httpx.AsyncClient, account: Account, wid: str) -
     data = (await client.get(f"{WS}/{wid}/config", headers=account.headers)).json()["data"]
     assert data["workspace_id"] == wid
     assert (
-        data["settings"]["max_sandboxes"] == 10
+        data["settings"]["max_sandboxes"] == 5  # the edition's limit
         and data["settings"]["default_llm_provider"] == "qwen"
     )
     assert data["llm_providers"] == [] and data["mcp_servers"] == []
@@ -45,7 +45,7 @@ async def test_api_keys_are_write_only(
 ) -> None:
     secret = "sk-live-very-secret-value-123"
     body = {
-        "settings": {"max_sandboxes": 20},
+        "settings": {"max_sandboxes": 5},
         "llm_providers": [
             {
                 "name": "claude",
@@ -72,7 +72,7 @@ async def test_api_keys_are_write_only(
     assert (
         providers["openai"]["api_key"] == "********" and providers["openai"]["api_key_set"] is True
     )
-    assert got.json()["data"]["settings"]["max_sandboxes"] == 20
+    assert got.json()["data"]["settings"]["max_sandboxes"] == 5
 
     # Round-tripping what GET returned (mask included) keeps the stored key.
     round_trip = {

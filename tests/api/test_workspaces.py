@@ -28,14 +28,14 @@ async def test_create_get_update_delete(client: httpx.AsyncClient, account: Acco
         name="E-commerce Development",
         description="AI agents for e-commerce platform",
         settings={
-            "max_sandboxes": 7,
+            "max_sandboxes": 4,
             "default_llm_provider": "claude",
             "collaboration_policy": "allow_list",
         },
     )
     wid = created["workspace_id"]
     assert str(wid).startswith("ws_") and created["owner_id"] == account.user_id
-    assert created["settings"]["max_sandboxes"] == 7
+    assert created["settings"]["max_sandboxes"] == 4
     assert created["settings"]["collaboration_policy"] == "allow_list"
     assert created["settings"]["resource_defaults"] == {
         "memory_mb": 512,
@@ -52,7 +52,7 @@ async def test_create_get_update_delete(client: httpx.AsyncClient, account: Acco
         headers=account.headers,
         json={
             "name": "Renamed",
-            "settings": {"max_sandboxes": 20, "resource_defaults": {"memory_mb": 1024}},
+            "settings": {"max_sandboxes": 5, "resource_defaults": {"memory_mb": 1024}},
         },
     )
     assert r.status_code == 200, r.text
@@ -62,7 +62,7 @@ async def test_create_get_update_delete(client: httpx.AsyncClient, account: Acco
         updated["name"] == "Renamed"
         and updated["description"] == "AI agents for e-commerce platform"
     )
-    assert updated["settings"]["max_sandboxes"] == 20
+    assert updated["settings"]["max_sandboxes"] == 5
     assert updated["settings"]["default_llm_provider"] == "claude"
     assert updated["settings"]["resource_defaults"] == {
         "memory_mb": 1024,

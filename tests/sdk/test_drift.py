@@ -41,11 +41,14 @@ CHECKS: list[tuple[type[BaseModel], str, str]] = [
     (m.MessageAccepted, "messages_send", "data"),
     (m.BroadcastResult, "messages_broadcast", "data"),
     (m.Message, "messages_get", "data"),
+    (m.CollaborationSummary, "collaborations_list", "data[]"),
+    (m.PageMeta, "collaborations_list", "meta"),
 ]
 # (model, operation, path, fields the summary lacks by design — declared optional in the SDK).
 PARTIAL: list[tuple[type[BaseModel], str, str, set[str]]] = [
     (m.Workspace, "workspaces_create", "data", {"sandboxes"}),
     (m.Message, "messages_list", "data.messages[]", {"response"}),
+    (m.Message, "messages_list_workspace", "data.messages[]", {"response"}),
     (m.LoginResult, "auth_login", "data", {"user.organization", "user.created_at"}),
     (
         m.SandboxInfo,

@@ -30,6 +30,8 @@ STACK_ENV = {
     "AINTANDEM_RATE_LIMIT_SANDBOX_PER_HOUR": "100000",
     "AINTANDEM_RATE_LIMIT_MESSAGE_PER_HOUR": "100000",
     "AINTANDEM_MAX_WORKSPACES": "100",
+    # The TS suite's workspaces ask for max_sandboxes 10 and 20 (above it: refused, 422).
+    "AINTANDEM_MAX_SANDBOXES_PER_WORKSPACE": "20",
     # Logs and metrics samples show up within seconds instead of the default 10 s.
     "AINTANDEM_SANDBOX_HEALTH_INTERVAL_SECONDS": "2",
 }
