@@ -25,7 +25,13 @@ from domain.agent import (
     agent_named,
 )
 from domain.ids import Prefix, new_id
-from domain.llm import AgentTurnRequest, ChatMessage, LLMProviderConfig, offline_provider
+from domain.llm import (
+    OFFLINE_PROVIDER,
+    AgentTurnRequest,
+    ChatMessage,
+    LLMProviderConfig,
+    offline_provider,
+)
 from domain.messages import MessageStatus
 from domain.structured_replies import ReplyFormat, render, reply_format
 from domain.timeutil import iso, utcnow
@@ -38,6 +44,8 @@ MAX_TOOL_OUTPUT = 16_000  # characters of a tool result handed back to the model
 # The smallest token budget of a turn whose answer must be a whole JSON object (a plan of a
 # few steps is ≈ 300 tokens; the embedded model's default budget is 512).
 STRUCTURED_MIN_TOKENS = 1024
+# Model calls a turn on the embedded model may make (tool rounds + the answer).
+OFFLINE_MAX_STEPS = 3
 
 
 def choose_provider(ws: Workspace, sandbox: Sandbox, agent: dict[str, object]) -> LLMProviderConfig:
@@ -143,6 +151,10 @@ class AgentActivities:
                 tools=list(SANDBOX_TOOLS) if (m.content or {}).get("tools", True) else [],
                 response_schema=fmt.schema if (fmt := await _reply_format(session, m)) else None,
             )
+            if request.provider.name == OFFLINE_PROVIDER:
+                # The embedded model takes ~10 s a call on 2 cores: a turn of 8 tool rounds
+                # would eat a collaboration's whole timeout (the last round must answer).
+                request = replace(request, max_steps=OFFLINE_MAX_STEPS)
             if fmt is not None and request.provider.max_tokens < STRUCTURED_MIN_TOKENS:
                 # A JSON answer cut off at the token limit is no answer at all.
                 provider = replace(request.provider, max_tokens=STRUCTURED_MIN_TOKENS)
