@@ -8,6 +8,7 @@ retried activity never sends a step twice.
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import datetime
 
 from prometheus_client import Counter
 from sqlalchemy import select
@@ -16,11 +17,18 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.messaging import message_event_data, publish_to_both
-from domain.collaboration import FINISHED, Snapshot, StepMessage, StepReply, StepSent
+from domain.collaboration import (
+    FINISHED,
+    Snapshot,
+    StepMessage,
+    StepReply,
+    StepSent,
+    estimate_completion,
+)
 from domain.collaboration_warnings import with_warnings
 from domain.messages import MessageStatus
 from domain.policy import decide
-from domain.timeutil import utcnow
+from domain.timeutil import as_utc, iso, utcnow
 from store import events
 from store.models import Collaboration, Message, Sandbox, Workspace
 
@@ -147,6 +155,10 @@ class CollaborationActivities:
                         "collaboration_id": row.id,
                         "status": row.status,
                         "progress": progress,
+                        # A watcher builds its snapshot from the event alone (no re-read that
+                        # would count against a rate limit) and drops a version it has seen.
+                        "version": snap.version,
+                        "estimated_completion": _estimate(row, progress, now),
                         **snap.event_data,
                         **({"result": result} if result is not None else {}),
                     },
@@ -173,3 +185,20 @@ class CollaborationActivities:
             publish_to_both(
                 session, m, "message_failed", {**message_event_data(m), "reason": reason}
             )
+
+
+def _estimate(row: Collaboration, progress: dict[str, object], now: datetime) -> str | None:
+    """What GET /collaborations/{id} says as `estimated_completion` at this change."""
+    if row.status in FINISHED:
+        return None
+    return iso(
+        estimate_completion(
+            created_at=as_utc(row.created_at),
+            started_at=as_utc(row.started_at) if row.started_at else None,
+            progressed_at=now,
+            progress=progress,
+            estimated_duration_seconds=row.estimated_duration_seconds,
+            timeout_seconds=row.timeout_seconds,
+            now=now,
+        )
+    )

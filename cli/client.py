@@ -14,6 +14,7 @@ import contextlib
 import getpass
 import json
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -142,18 +143,41 @@ def _password(args: argparse.Namespace, confirm: bool = False) -> str:
     return password
 
 
-def cmd_register(args: argparse.Namespace) -> int:
-    password = _password(args, confirm=True)
+def _save_login(result: Any, base_url: str) -> Path:
+    """Store what a login answered (the tokens), as `login` and `register` both do."""
+    return save_credentials(
+        {
+            "base_url": base_url,
+            "email": result.user.email,
+            "user_id": result.user.user_id,
+            "access_token": result.access_token,
+            "refresh_token": result.refresh_token,
+            "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+    )
 
-    async def body(client: Any) -> int:
-        user = await client.auth.register(args.email, password, args.name, args.organization)
+
+def cmd_register(args: argparse.Namespace) -> int:
+    """Create the account, then log in with it (credentials stored as by `login`)."""
+    password = _password(args, confirm=True)
+    base_url = _base_url(args, load_credentials())
+
+    async def main() -> int:
+        from aintandem import AInTandemClient
+
+        async with AInTandemClient(base_url) as client:
+            user = await client.auth.register(args.email, password, args.name, args.organization)
+            result = await client.auth.login(args.email, password)
+        path = _save_login(result, base_url)
         if args.json:
-            out.print_json(user)
+            out.print_json({**out.to_jsonable(user), "logged_in": True, "base_url": base_url})
         else:
-            print(f"registered {user.email} ({user.user_id}); now run: aintandem login")
+            print(f"registered {out.paint(user.email, 'bold')} ({user.user_id})")
+            print(f"logged in at {base_url}")
+            print(out.paint(f"credentials saved to {path}", "dim"))
         return 0
 
-    return _run(args, body, auth=False)
+    return asyncio.run(main())
 
 
 def cmd_login(args: argparse.Namespace) -> int:
@@ -164,16 +188,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 
     async def body(client: Any) -> int:
         result = await client.auth.login(email, password)
-        path = save_credentials(
-            {
-                "base_url": base_url,
-                "email": result.user.email,
-                "user_id": result.user.user_id,
-                "access_token": result.access_token,
-                "refresh_token": result.refresh_token,
-                "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            }
-        )
+        path = _save_login(result, base_url)
         if args.json:
             out.print_json(
                 {"email": result.user.email, "user_id": result.user.user_id, "base_url": base_url}
@@ -440,9 +455,47 @@ _LEVELS = ["debug", "info", "warn", "error"]
 # -- messages ------------------------------------------------------------------------------------
 
 
+SANDBOX_ID = re.compile(r"^sb_[a-z0-9]{10}$")
+
+
+async def _sandboxes(client: Any, workspace_id: str) -> list[Any]:
+    return [sb.info for sb in await client.workspaces.list_sandboxes(workspace_id, per_page=100)]
+
+
+async def _sandbox_id(client: Any, ref: str, workspace_id: str | None) -> str:
+    """A sandbox id from an id or a name: a name is looked up in `workspace_id`, or across the
+    user's workspaces when none is given (where the same name in two is ambiguous)."""
+    if SANDBOX_ID.match(ref):
+        return ref
+    if workspace_id:
+        known = await _sandboxes(client, workspace_id)
+        found = [sb.sandbox_id for sb in known if sb.name == ref]
+        if not found:
+            names = ", ".join(sorted(str(sb.name) for sb in known)) or "none"
+            raise CLIError(
+                f"no sandbox named {ref!r} in workspace {workspace_id} (its sandboxes: {names})"
+            )
+        return str(found[0])  # names are unique within a workspace
+    matches = []
+    async for ws in client.workspaces.list(per_page=100):
+        for sb in await _sandboxes(client, ws.workspace_id):
+            if sb.name == ref:
+                matches.append((ws.workspace_id, sb.sandbox_id))
+    if not matches:
+        raise CLIError(f"no sandbox named {ref!r} in your workspaces (give its id, sb_...)")
+    if len(matches) > 1:
+        where = ", ".join(f"{sid} in {wid}" for wid, sid in matches)
+        raise CLIError(
+            f"sandbox name {ref!r} is ambiguous: {where}; pass -w WORKSPACE or the sandbox id"
+        )
+    return str(matches[0][1])
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     async def body(client: Any) -> int:
-        sb = client.sandboxes.handle(args.from_sandbox)
+        # TO may be a name too: the server resolves it within the sender's workspace.
+        sender = await _sandbox_id(client, args.from_sandbox, args.workspace)
+        sb = client.sandboxes.handle(sender)
         accepted = await sb.send_message(
             to=args.to,
             content=_json_object(args.content),
@@ -476,6 +529,8 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_collab_run(args: argparse.Namespace) -> int:
+    started: list[str] = []  # the id, once the server has accepted the collaboration
+
     async def body(client: Any) -> int:
         collab = await client.collaborations.orchestrate(
             args.workspace,
@@ -486,52 +541,88 @@ def cmd_collab_run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             deliverables=args.deliverable or None,
         )
-        tty = sys.stdout.isatty() and not args.json
+        started.append(collab.id)
         if not args.json:
             print(f"collaboration {out.paint(collab.id, 'bold')} started ({args.mode})")
         if args.no_wait:
             if args.json:
                 out.print_json(collab.started or collab.info)
             return 0
-        final = None
-        try:
-            async for snap in collab.watch(poll_interval=args.poll_interval):
-                final = snap
-                if args.json:
-                    continue
-                line = _progress_line(snap)
-                if tty:
-                    sys.stdout.write("\r\x1b[2K" + line)
-                    sys.stdout.flush()
-                else:
-                    print(line, flush=True)
-        finally:
-            if tty:
-                print()
-        assert final is not None
-        if args.json:
-            out.print_json(final)
-        else:
-            _print_outcome(final)
-        return 0 if final.status == "completed" else EXIT_ERROR
+        return await _follow(collab, args)
+
+    try:
+        return _run(args, body)
+    except KeyboardInterrupt:
+        if not started:
+            raise
+        _still_running(started[0])
+        return 130
+
+
+def _still_running(collaboration_id: str) -> None:
+    """Ctrl-C stops the watching, not the collaboration: say so, and how to pick it up."""
+    err = sys.stderr
+    print(file=err)
+    print(
+        f"interrupted: collaboration {out.paint(collaboration_id, 'bold', err)} keeps running "
+        "on the server.",
+        file=err,
+    )
+    print(f"  follow it:  aintandem collab watch {collaboration_id}", file=err)
+    print(f"  its state:  aintandem collab status {collaboration_id}", file=err)
+    print(f"  stop it:    aintandem collab cancel {collaboration_id}", file=err)
+
+
+def cmd_collab_watch(args: argparse.Namespace) -> int:
+    """Follow an existing collaboration with `collab run`'s progress display."""
+
+    async def body(client: Any) -> int:
+        return await _follow(client.collaborations.handle(args.collaboration), args)
 
     return _run(args, body)
 
 
+async def _follow(collab: Any, args: argparse.Namespace) -> int:
+    """Print the progress until the end (pushed over the collaboration's WebSocket stream,
+    polling with back-off only while that cannot be had), then the outcome."""
+    tty = sys.stdout.isatty() and not args.json
+    final = None
+    try:
+        async for snap in collab.watch(poll_interval=args.poll_interval):
+            final = snap
+            if args.json:
+                continue
+            line = _progress_line(snap)
+            if tty:
+                sys.stdout.write("\r\x1b[2K" + line)
+                sys.stdout.flush()
+            else:
+                print(line, flush=True)
+    finally:
+        if tty:
+            print()
+    assert final is not None
+    if args.json:
+        out.print_json(final)
+    else:
+        _print_outcome(final)
+    return 0 if final.status == "completed" else EXIT_ERROR
+
+
 def _progress_line(snap: Any) -> str:
+    """`[#####-----]  42% in_progress step 2/5 api`: a whole percentage, every step counted
+    once (completed, remaining or in progress), `-` once nothing is in progress."""
     progress = snap.progress
-    pct = progress.percentage if progress else 0
-    done = len(progress.completed_steps) if progress else 0
-    total = done + (len(progress.remaining_steps) if progress else 0)
-    if (
-        progress
-        and progress.current_step
-        and progress.current_step not in (progress.completed_steps or [])
-    ):
-        total += 1 if progress.current_step not in (progress.remaining_steps or []) else 0
+    pct = max(0, min(100, int(progress.percentage))) if progress else 0
+    names = set(progress.completed_steps) | set(progress.remaining_steps) if progress else set()
+    if progress and progress.current_step:
+        names.add(progress.current_step)
+    done, total = (len(progress.completed_steps) if progress else 0), len(names)
     step = progress.current_step if progress and progress.current_step else "-"
     steps = f"step {done}/{total} " if total else ""
-    return f"{out.progress_bar(pct)} {out.status(snap.status)} {steps}{step}"
+    filled = round(30 * pct / 100)
+    bar = "[" + "#" * filled + "-" * (30 - filled) + f"] {pct:3d}%"
+    return f"{bar} {out.status(snap.status)} {steps}{step}"
 
 
 def _print_outcome(final: Any) -> None:
@@ -550,6 +641,202 @@ def _print_outcome(final: Any) -> None:
     if final.result and not final.deliverables:
         print()
         print(final.result if isinstance(final.result, str) else json.dumps(final.result, indent=2))
+
+
+# -- operators: messages -------------------------------------------------------------------------
+
+RETRYABLE = ("failed", "timeout")
+
+
+def _when(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value or "-")
+
+
+def cmd_messages_list(args: argparse.Namespace) -> int:
+    async def body(client: Any) -> int:
+        known = {sb.sandbox_id: sb.name for sb in await _sandboxes(client, args.workspace)}
+        sandbox = None
+        if args.sandbox:
+            sandbox = await _sandbox_id(client, args.sandbox, args.workspace)
+        items = await client.messages.list(
+            args.workspace,
+            status=args.status,
+            sandbox_id=sandbox,
+            since=args.since,
+            limit=args.limit,
+        )
+        if args.json:
+            out.print_json(items)
+            return 0
+        out.table(
+            ["id", "time", "from", "to", "type", "status", "tries", "reason"],
+            [
+                (
+                    m.message_id,
+                    _when(m.timestamp),
+                    known.get(m.from_sandbox or "", m.from_sandbox),
+                    known.get(m.to_sandbox or "", m.to_sandbox),
+                    m.message_type,
+                    out.status(m.status),
+                    m.attempts,
+                    (m.status_reason or "")[:60] or None,
+                )
+                for m in items
+            ],
+            empty="no messages match",
+        )
+        if any(m.status in RETRYABLE for m in items):
+            print(out.paint("retry one: aintandem messages retry MESSAGE_ID", "dim"))
+        return 0
+
+    return _run(args, body)
+
+
+def cmd_messages_show(args: argparse.Namespace) -> int:
+    async def body(client: Any) -> int:
+        m = await client.messages.get(args.message)
+        if args.json:
+            out.print_json(m)
+            return 0
+        reason = f" ({m.status_reason})" if m.status_reason else ""
+        rows = [
+            ("message", m.message_id),
+            ("status", f"{out.status(m.status)}{reason}, attempt {m.attempts or 1}"),
+            ("from", f"{m.from_sandbox or '-'} ({m.from_agent or '-'})"),
+            ("to", f"{m.to_sandbox or '-'} ({m.to_agent or '-'})"),
+            ("type", f"{m.message_type}, priority {m.priority}"),
+            ("sent", _when(m.timestamp)),
+            ("delivered", _when(m.delivered_at)),
+            ("responded", _when(m.responded_at)),
+        ]
+        for key, value in rows:
+            print(f"{key:<10} {value}")
+        print("content:")
+        print(json.dumps(m.content, indent=2))
+        if m.response:
+            print("response:")
+            print(json.dumps(m.response.get("content", m.response), indent=2))
+        if m.status in RETRYABLE:
+            print(out.paint(f"retry it: aintandem messages retry {m.message_id}", "dim"))
+        return 0
+
+    return _run(args, body)
+
+
+def cmd_messages_retry(args: argparse.Namespace) -> int:
+    async def body(client: Any) -> int:
+        result: Any = await client.messages.retry(args.message)
+        if args.wait:
+            result = await client.messages.wait_until(
+                args.message, ("delivered", "responded", *RETRYABLE), timeout=args.timeout
+            )
+        if args.json:
+            out.print_json(result)
+        else:
+            attempts = getattr(result, "attempts", None)
+            tries = f" (attempt {attempts})" if attempts else ""
+            print(f"message {out.paint(args.message, 'bold')}: {out.status(result.status)}{tries}")
+        return EXIT_ERROR if result.status in RETRYABLE else 0
+
+    return _run(args, body)
+
+
+# -- operators: collaborations -------------------------------------------------------------------
+
+
+def _notes(c: Any) -> str | None:
+    """What a list row should warn about: the error, a fallback plan, warnings."""
+    parts = []
+    if c.error and c.error.code:
+        parts.append(str(c.error.code))
+    if c.plan_source and c.plan_source != "model":
+        parts.append(f"plan: {c.plan_source}")
+    if c.warnings:
+        parts.append(f"{len(c.warnings)} warning(s)")
+    return ", ".join(parts) or None
+
+
+def cmd_collab_list(args: argparse.Namespace) -> int:
+    async def body(client: Any) -> int:
+        items = await client.collaborations.list(
+            args.workspace, status=args.status, search=args.search, per_page=100, limit=args.limit
+        )
+        if args.json:
+            out.print_json(items)
+            return 0
+        out.table(
+            ["id", "status", "mode", "done", "created", "task", "notes"],
+            [
+                (
+                    c.collaboration_id,
+                    out.status(c.status),
+                    c.collaboration_mode,
+                    f"{c.percentage}%",
+                    _when(c.created_at),
+                    (c.task or "")[:48],
+                    _notes(c),
+                )
+                for c in items
+            ],
+            empty="no collaborations",
+        )
+        return 0
+
+    return _run(args, body)
+
+
+def cmd_collab_status(args: argparse.Namespace) -> int:
+    async def body(client: Any) -> int:
+        info = (await client.collaborations.get(args.collaboration)).info
+        code = EXIT_ERROR if info.status == "failed" else 0
+        if args.json:
+            out.print_json(info)
+            return code
+        cid = info.collaboration_id
+        print(f"collaboration {out.paint(cid, 'bold')} ({info.collaboration_mode})")
+        print(f"task      {info.task}")
+        print(f"progress  {_progress_line(info)}")
+        print(f"started   {_when(info.started_at)}")
+        if info.done:
+            print(f"ended     {_when(info.completed_at)}")
+        else:
+            print(f"estimate  {_when(info.estimated_completion)}")
+        steps = [s for s in getattr(info, "steps", None) or [] if isinstance(s, dict)]
+        if steps:
+            out.table(
+                ["step", "agent", "status", "tries"],
+                [
+                    (s.get("step"), s.get("agent"), out.status(s.get("status")), s.get("attempts"))
+                    for s in steps
+                ],
+            )
+        if info.done:
+            _print_outcome(info)
+        else:
+            print(out.paint(f"follow it: aintandem collab watch {cid}", "dim"))
+        return code
+
+    return _run(args, body)
+
+
+def cmd_collab_cancel(args: argparse.Namespace) -> int:
+    async def body(client: Any) -> int:
+        result = await client.collaborations.cancel(args.collaboration)
+        cid = out.paint(args.collaboration, "bold")
+        if args.json:
+            out.print_json(result)
+        elif result.status == "cancelled":
+            print(f"collaboration {cid}: {out.status('cancelled')}")
+        else:
+            print(
+                f"collaboration {cid}: cancel requested, still {out.status(result.status)} "
+                f"while its steps stop (aintandem collab status {args.collaboration})"
+            )
+        return 0
+
+    return _run(args, body)
 
 
 # -- parser --------------------------------------------------------------------------------------
@@ -646,8 +933,11 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_sandboxes_logs)
 
     p = sub.add_parser("send", parents=[common], help="send a message between sandboxes")
-    p.add_argument("from_sandbox", metavar="FROM", help="sending sandbox id")
-    p.add_argument("to", metavar="TO", help="target sandbox id or name")
+    p.add_argument("from_sandbox", metavar="FROM", help="sending sandbox id or name")
+    p.add_argument("to", metavar="TO", help="target sandbox id or name (in FROM's workspace)")
+    p.add_argument(
+        "-w", "--workspace", help="workspace id where FROM's name is looked up (default: all)"
+    )
     p.add_argument("content", help='a JSON object, or text (sent as {"text": ...})')
     p.add_argument("--type", default="request", choices=["request", "notification", "command"])
     p.add_argument("--to-agent")
@@ -676,10 +966,52 @@ def register(sub: Any) -> None:
     p.add_argument("--poll-interval", type=float, default=2.0)
     p.add_argument("--no-wait", action="store_true", help="print the id and return")
     p.set_defaults(func=cmd_collab_run)
+    p = collab.add_parser(
+        "watch", parents=[common], help="follow a collaboration's progress to the end"
+    )
+    p.add_argument("collaboration", help="collaboration id")
+    p.add_argument("--poll-interval", type=float, default=2.0, help="fallback polling (s)")
+    p.set_defaults(func=cmd_collab_watch)
+    collab_statuses = ["initializing", "in_progress", "completed", "failed", "cancelled"]
+    p = collab.add_parser("list", parents=[common], help="a workspace's collaborations")
+    p.add_argument("-w", "--workspace", required=True, help="workspace id")
+    p.add_argument("--status", action="append", choices=collab_statuses, help="repeatable")
+    p.add_argument("--search", help="text in the task")
+    p.add_argument("-n", "--limit", type=int, default=50, help="at most this many (50)")
+    p.set_defaults(func=cmd_collab_list)
+    p = collab.add_parser("status", parents=[common], help="a collaboration's state and result")
+    p.add_argument("collaboration", help="collaboration id")
+    p.set_defaults(func=cmd_collab_status)
+    p = collab.add_parser("cancel", parents=[common], help="stop a collaboration")
+    p.add_argument("collaboration", help="collaboration id")
+    p.set_defaults(func=cmd_collab_cancel)
+
+    msgs = sub.add_parser("messages", help="inspect and retry message deliveries").add_subparsers(
+        dest="messages_cmd", required=True
+    )
+    p = msgs.add_parser("list", parents=[common], help="a workspace's messages, newest first")
+    p.add_argument("-w", "--workspace", required=True, help="workspace id")
+    p.add_argument(
+        "--status",
+        action="append",
+        choices=["queued", "pending_approval", "delivered", "responded", "failed", "timeout"],
+        help="repeatable (--status failed --status timeout: what can be retried)",
+    )
+    p.add_argument("--sandbox", help="sandbox name or id: messages it sent or received")
+    p.add_argument("--since", help="ISO 8601 time, e.g. 2025-01-10T15:00:00Z")
+    p.add_argument("-n", "--limit", type=int, default=50, help="newest this many (1-1000, 50)")
+    p.set_defaults(func=cmd_messages_list)
+    p = msgs.add_parser("show", parents=[common], help="one message, with its response")
+    p.add_argument("message", help="message id")
+    p.set_defaults(func=cmd_messages_show)
+    p = msgs.add_parser("retry", parents=[common], help="re-enqueue a failed delivery")
+    p.add_argument("message", help="message id")
+    _wait_flags(p, "delivered (or failed again)")
+    p.set_defaults(func=cmd_messages_retry)
 
 
 CLIENT_COMMANDS = {"register", "login", "logout", "status", "workspaces", "sandboxes", "send"}
-CLIENT_COMMANDS |= {"collab"}
+CLIENT_COMMANDS |= {"collab", "messages"}
 
 
 def run_client_command(args: argparse.Namespace) -> int:

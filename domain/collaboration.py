@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -265,6 +266,60 @@ class Progress:
 
     def advance(self, percentage: float) -> None:
         self.percentage = max(self.percentage, min(100, int(percentage)))
+
+
+def step_counts(progress: dict[str, Any]) -> tuple[int, int]:
+    """(steps completed, steps in all) of a progress dict: the total counts each step once,
+    whether completed, remaining or the one in progress."""
+    completed = list(progress.get("completed_steps") or [])
+    names = set(completed) | set(progress.get("remaining_steps") or [])
+    if progress.get("current_step"):
+        names.add(str(progress["current_step"]))
+    return len(completed), len(names)
+
+
+def estimate_completion(
+    *,
+    created_at: datetime,
+    started_at: datetime | None,
+    progressed_at: datetime | None,
+    progress: dict[str, Any],
+    estimated_duration_seconds: float,
+    timeout_seconds: float,
+    now: datetime,
+) -> datetime:
+    """When a running collaboration should end.
+
+    From the pace measured so far once a step has completed: the time from the start to the
+    last change (`progressed_at`) per completed step, times the steps in all (a step counts,
+    not a percentage point: the plan's jump to 10 % says little about how long a step takes);
+    a percentage without step counts is used the same way. Before the first step completes,
+    the estimate made at the start (the workspace's measured turn time, else the embedded
+    model's measured speed). Never in the past, never after the deadline.
+    """
+    deadline = (started_at or created_at) + timedelta(seconds=timeout_seconds)
+    done, total = step_counts(progress)
+    pct = int(progress.get("percentage") or 0)
+    end = created_at + timedelta(seconds=estimated_duration_seconds)
+    if started_at is not None and progressed_at is not None and progressed_at > started_at:
+        elapsed = (progressed_at - started_at).total_seconds()
+        if done > 0 and total >= done:
+            end = started_at + timedelta(seconds=elapsed * total / done)
+        elif 0 < pct < 100:
+            end = started_at + timedelta(seconds=elapsed * 100 / pct)
+    return min(max(end, now), deadline)
+
+
+def turn_seconds_from_speed(turns: list[tuple[float, int]]) -> float | None:
+    """A turn's expected duration from measured turns (seconds, output tokens): the model's
+    speed (tokens/s over all of them) applied to the tokens a turn writes (their median, so
+    one runaway reply does not set it). None without a usable measurement."""
+    usable = [(s, n) for s, n in turns if s > 0 and n > 0]
+    if not usable:
+        return None
+    speed = sum(n for _, n in usable) / sum(s for s, _ in usable)
+    tokens = sorted(n for _, n in usable)[len(usable) // 2]
+    return tokens / speed
 
 
 def weighted_percentage(phases: list[tuple[float, int, int]]) -> float:

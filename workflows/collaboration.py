@@ -72,6 +72,11 @@ STOP_GRACE_SECONDS = 5.0
 # result (tests/histories/collaboration_failed_before_patch.json replays them).
 FAILURE_FAILS = "collaboration-failure-fails-workflow"
 COLLABORATION_FAILED = "CollaborationFailed"  # the ApplicationError type operators filter on
+# Behind workflow.patched: swarm proposals and votes count as completed steps as they finish (and
+# each is recorded, so watchers see them), and `current_step` is cleared whatever the end
+# (histories recorded before this replay from
+# tests/histories/collaboration_*_completed_before_progress_patch.json).
+PROGRESS_RULES = "collaboration-progress-rules"
 
 
 class StepFailed(Exception):
@@ -93,6 +98,7 @@ class CollaborationWorkflow:
         self._record_lock = asyncio.Lock()  # snapshots reach the read model in order
         self._inp: CollaborationInput
         self._deadline: Any = None
+        self._progress_rules = False  # PROGRESS_RULES, decided once at the start of the run
 
     # -- operator and API surface ---------------------------------------------------------
 
@@ -125,6 +131,7 @@ class CollaborationWorkflow:
     async def run(self, inp: CollaborationInput) -> str:
         self._inp = inp
         self._deadline = workflow.now() + timedelta(seconds=inp.timeout_seconds)
+        self._progress_rules = workflow.patched(PROGRESS_RULES)
         self._progress.participants = {
             x.sandbox_id: {"name": x.name, "status": "idle", "messages_exchanged": 0}
             for x in inp.participants
@@ -188,6 +195,8 @@ class CollaborationWorkflow:
         for rec in self._steps.values():
             if rec["status"] == "running":  # stopped by the timeout or the cancel
                 rec["status"] = "cancelled"
+        if self._progress_rules:  # nothing is in progress once it ended, however it ended
+            self._progress.current_step = None
         error = {"code": code, "message": reason} if reason else None
         await self._record(
             f"collaboration_{status}",
@@ -318,6 +327,7 @@ class CollaborationWorkflow:
         texts = await self._all(
             [self._step(f"proposal_{x.name}", x, orch, prompts.proposal(inp)) for x in team],
             lambda n: weighted_percentage([(45, n, len(team))]),
+            [f"proposal_{x.name}" for x in team],
         )
         proposals = [(x.name, t) for x, t in zip(team, texts, strict=True)]
         ballots = await self._all(
@@ -326,6 +336,7 @@ class CollaborationWorkflow:
                 for x in team
             ],
             lambda n: 45 + weighted_percentage([(45, n, len(team))]),
+            [f"vote_{x.name}" for x in team],
         )
         votes = {x.sandbox_id: parse_vote(b, len(team)) for x, b in zip(team, ballots, strict=True)}
         winner, how = tally(votes, [x.sandbox_id for x in team], orch.sandbox_id)
@@ -344,8 +355,9 @@ class CollaborationWorkflow:
         self._complete("consensus")
         await self._record("consensus_reached", {"winner": winner, "votes": votes, "how": how})
 
-    async def _all(self, turns: list[Any], percent: Any) -> list[str]:
-        """Run turns in parallel; any failure cancels the rest and fails the collaboration."""
+    async def _all(self, turns: list[Any], percent: Any, names: list[str]) -> list[str]:
+        """Run turns in parallel (`names`: their steps); any failure cancels the rest and fails
+        the collaboration."""
         tasks = [asyncio.create_task(t) for t in turns]
         pending = list(tasks)  # lists, not sets: commands must come in the same order on replay
         while pending:
@@ -356,6 +368,11 @@ class CollaborationWorkflow:
                     await self._cancel_all(pending)
                     raise task.exception()  # type: ignore[misc]
             self._progress.advance(percent(len(tasks) - len(pending)))
+            if self._progress_rules:  # a finished turn leaves remaining_steps at once, and shows
+                for name, task in zip(names, tasks, strict=True):
+                    if task in done:
+                        self._complete(name)
+                        await self._record("step_completed", {"step": name})
         return [t.result() for t in tasks]
 
     async def _first_done(self, tasks: Any) -> set[asyncio.Task[str]]:

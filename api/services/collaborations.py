@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 from temporalio.client import (
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
@@ -28,8 +29,10 @@ from api.schemas.collaborations import (
     CollaborationCancelled,
     CollaborationDetail,
     CollaborationMessage,
+    CollaborationSummary,
     OrchestrateRequest,
 )
+from api.schemas.common import Pagination
 from api.services.sandboxes import temporal_client
 from api.temporal import TemporalGateway
 from config.settings import Settings
@@ -42,6 +45,8 @@ from domain.collaboration import (
     CollaborationStatus,
     Participant,
     Progress,
+    estimate_completion,
+    turn_seconds_from_speed,
 )
 from domain.errors import (
     AuthorizationFailed,
@@ -53,9 +58,11 @@ from domain.errors import (
     ValidationFailed,
 )
 from domain.ids import Prefix, collaboration_workflow_id, is_valid, new_id
+from domain.llm import OFFLINE_PROVIDER
 from domain.policy import decide
 from domain.timeutil import as_utc, iso, utcnow
 from store.models import Collaboration, Message, Sandbox, User, Workspace
+from store.repositories import collaborations as collaboration_repo
 from store.repositories import messages as message_repo
 
 COLLABORATION = "Collaboration"
@@ -146,7 +153,37 @@ async def _turn_seconds(session: AsyncSession, workspace_id: str) -> float:
         )
     ).all()
     spans = [(as_utc(r) - as_utc(d)).total_seconds() for d, r in rows]
-    return sum(spans) / len(spans) if spans else DEFAULT_TURN_SECONDS
+    if spans:
+        return sum(spans) / len(spans)
+    return await _model_turn_seconds(session, workspace_id) or DEFAULT_TURN_SECONDS
+
+
+async def _model_turn_seconds(session: AsyncSession, workspace_id: str) -> float | None:
+    """Before a workspace has measured a turn: the embedded model's measured speed (tokens/s of
+    this installation's recent turns on it, the worker's one model) applied to the tokens such
+    a turn writes. Only for a workspace on the embedded model (no provider of its own)."""
+    ws = await session.get(Workspace, workspace_id)
+    if ws is None or ws.llm_providers:
+        return None
+    reply = aliased(Message)
+    rows = (
+        await session.execute(
+            select(Message.delivered_at, Message.responded_at, reply.content)
+            .join(reply, reply.id == Message.response_message_id)
+            .where(Message.responded_at.is_not(None), Message.delivered_at.is_not(None))
+            .order_by(Message.responded_at.desc())
+            .limit(200)
+        )
+    ).all()
+    turns = [
+        (
+            (as_utc(r) - as_utc(d)).total_seconds(),
+            int(((c or {}).get("usage") or {}).get("output_tokens") or 0),
+        )
+        for d, r, c in rows
+        if (c or {}).get("provider") == OFFLINE_PROVIDER
+    ][:50]
+    return turn_seconds_from_speed(turns)
 
 
 def _expected_turns(body: OrchestrateRequest, team_size: int) -> int:
@@ -276,15 +313,21 @@ async def get_owned(session: AsyncSession, collaboration_id: str, user: User) ->
 
 
 def _estimated_completion(c: Collaboration) -> str | None:
-    """From the pace so far once there is progress, else from the estimate at the start."""
+    """From the pace measured so far once a step completed, else from the estimate at the
+    start (`domain.collaboration.estimate_completion`; the stream's events carry the same)."""
     if c.status in FINISHED:
         return None
-    pct = int((c.progress or {}).get("percentage") or 0)
-    if c.started_at is not None and pct > 0:
-        started = as_utc(c.started_at)
-        elapsed = (utcnow() - started).total_seconds()
-        return iso(started + timedelta(seconds=elapsed * 100 / pct))
-    return iso(as_utc(c.created_at) + timedelta(seconds=c.estimated_duration_seconds))
+    return iso(
+        estimate_completion(
+            created_at=as_utc(c.created_at),
+            started_at=as_utc(c.started_at) if c.started_at else None,
+            progressed_at=as_utc(c.updated_at) if c.updated_at else None,
+            progress=c.progress or {},
+            estimated_duration_seconds=c.estimated_duration_seconds,
+            timeout_seconds=c.timeout_seconds,
+            now=utcnow(),
+        )
+    )
 
 
 async def detail(session: AsyncSession, c: Collaboration) -> CollaborationDetail:
@@ -344,6 +387,59 @@ async def detail(session: AsyncSession, c: Collaboration) -> CollaborationDetail
         estimated_completion=_estimated_completion(c),
         completed_at=iso(c.completed_at),
     )
+
+
+def summary(c: Collaboration) -> CollaborationSummary:
+    result = c.result if isinstance(c.result, dict) else {}
+    warnings = result.get("warnings")
+    return CollaborationSummary(
+        collaboration_id=c.id,
+        workspace_id=c.workspace_id,
+        task=c.task,
+        collaboration_mode=c.mode,  # type: ignore[arg-type]
+        orchestrator={"sandbox_id": c.orchestrator_sandbox_id, "agent": c.orchestrator_agent},
+        status=c.status,  # type: ignore[arg-type]
+        percentage=max(0, min(100, int((c.progress or {}).get("percentage") or 0))),
+        participants=[str(p.get("sandbox_id")) for p in c.participants or []],
+        plan_source=result.get("plan_source"),
+        warnings=[str(w) for w in warnings] if isinstance(warnings, list) else [],
+        error=c.error,  # type: ignore[arg-type]
+        timeout=c.timeout_seconds,
+        created_at=iso(c.created_at) or "",
+        started_at=iso(c.started_at),
+        completed_at=iso(c.completed_at),
+    )
+
+
+async def list_for_workspace(
+    session: AsyncSession, ws: Workspace, pg: Pagination, statuses: list[str] | None
+) -> tuple[list[CollaborationSummary], int]:
+    """The workspace's collaborations, newest first by default (the caller checked that the
+    user owns `ws`)."""
+    if pg.sort not in collaboration_repo.SORTABLE:
+        raise ValidationFailed(
+            "Unsupported sort field",
+            {
+                "fields": [
+                    {
+                        "field": "sort",
+                        "message": f"one of {sorted(collaboration_repo.SORTABLE)}",
+                        "location": "query",
+                    }
+                ]
+            },
+        )
+    rows, total = await collaboration_repo.list_for_workspace(
+        session,
+        ws.id,
+        statuses=statuses,
+        search=pg.search,
+        sort=pg.sort,
+        descending=pg.order == "desc",
+        offset=pg.offset,
+        limit=pg.per_page,
+    )
+    return [summary(c) for c in rows], total
 
 
 async def cancel(

@@ -41,5 +41,11 @@ async def test_saved_history_replays(name: str, tmp_path: Path) -> None:
 
 
 def test_there_are_saved_histories() -> None:
-    expected = {"collaboration_failed_before_patch", "message_delivery_failed_before_patch"}
+    expected = {
+        "collaboration_failed_before_patch",
+        "message_delivery_failed_before_patch",
+        "collaboration_orchestrated_completed_before_progress_patch",
+        "collaboration_peer_to_peer_completed_before_progress_patch",
+        "collaboration_swarm_completed_before_progress_patch",
+    }
     assert expected <= set(RECORDS)

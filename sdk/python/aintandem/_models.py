@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class APIModel(BaseModel):
@@ -150,12 +150,23 @@ class McpServer(APIModel):
     enabled: bool = True
 
 
+class EffectiveLLM(APIModel):
+    """The provider and model an agent that names none really gets (`offline`: the embedded
+    model, when the workspace configures no usable provider)."""
+
+    provider: str
+    model: str
+    source: str | None = None  # default_llm_provider | only_provider | offline
+    reason: str | None = None
+
+
 class WorkspaceConfig(APIModel):
     workspace_id: str
     settings: WorkspaceSettings | None = None
     llm_providers: list[LLMProvider] = Field(default_factory=list)
     mcp_servers: list[McpServer] = Field(default_factory=list)
     collaboration_policy: dict[str, Any] = Field(default_factory=dict)
+    effective_llm: EffectiveLLM | None = None
 
 
 class AgentMetrics(APIModel):
@@ -330,10 +341,34 @@ class CollaborationStarted(APIModel):
 
 
 class CollaborationProgress(APIModel):
-    percentage: float = 0
+    """`percentage` is a whole number (0-100) that never goes down; `current_step` is None
+    once the collaboration ended; `remaining_steps` never lists a completed step."""
+
+    percentage: int = 0
     current_step: str | None = None
     completed_steps: list[str] = Field(default_factory=list)
     remaining_steps: list[str] = Field(default_factory=list)
+
+    @field_validator("percentage", mode="before")
+    @classmethod
+    def _whole(cls, value: Any) -> Any:
+        # An older server could send 12.5: shown as a whole number, like every other client.
+        if isinstance(value, float) and value == value:
+            return max(0, min(100, int(value)))
+        return value
+
+    @property
+    def steps_total(self) -> int:
+        """Every step once, whether completed, remaining or the one in progress (fixed once
+        the plan is known)."""
+        names = set(self.completed_steps) | set(self.remaining_steps)
+        if self.current_step:
+            names.add(self.current_step)
+        return len(names)
+
+    @property
+    def steps_done(self) -> int:
+        return len(self.completed_steps)
 
 
 class CollaborationParticipant(APIModel):
@@ -373,6 +408,34 @@ class CollaborationInfo(APIModel):
     estimated_completion: datetime | None = None
     completed_at: datetime | None = None
     error: CollaborationErrorInfo | None = None
+
+    @property
+    def id(self) -> str:
+        return self.collaboration_id
+
+    @property
+    def done(self) -> bool:
+        return self.status in COLLABORATION_TERMINAL
+
+
+class CollaborationSummary(APIModel):
+    """One item of `GET /workspaces/{id}/collaborations` (no steps nor messages: `get()`)."""
+
+    collaboration_id: str
+    workspace_id: str | None = None
+    task: str | None = None
+    collaboration_mode: str | None = None
+    orchestrator: dict[str, str] = Field(default_factory=dict)
+    status: str
+    percentage: int = 0
+    participants: list[str] = Field(default_factory=list)
+    plan_source: str | None = None
+    warnings: list[str] = Field(default_factory=list)
+    error: CollaborationErrorInfo | None = None
+    timeout: int | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
 
     @property
     def id(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -12,6 +13,7 @@ from typing import Any
 from ._errors import (
     AInTandemError,
     CollaborationFailed,
+    RateLimitExceeded,
     SandboxNotReady,
     ServiceUnavailable,
     WaitTimeout,
@@ -23,6 +25,7 @@ from ._models import (
     CollaborationCancelled,
     CollaborationInfo,
     CollaborationStarted,
+    CollaborationSummary,
     DiscoveredAgent,
     LifecycleResult,
     LoginResult,
@@ -47,6 +50,13 @@ from ._streams import EventStream
 
 def _body(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _many(value: str | Sequence[str] | None) -> list[str] | None:
+    """A filter given as one value or several (sent as a repeated query parameter)."""
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value)
 
 
 # -- auth ----------------------------------------------------------------------------------------
@@ -244,6 +254,41 @@ class WorkspacesResource:
         )
         return [DiscoveredAgent.model_validate(a) for a in (ans.data or {}).get("agents", [])]
 
+    async def list_messages(
+        self,
+        workspace_id: str,
+        *,
+        status: str | Sequence[str] | None = None,
+        sandbox_id: str | None = None,
+        since: datetime | str | None = None,
+        limit: int | None = None,
+    ) -> list[Message]:
+        """Every message of the workspace, newest first (same as `client.messages.list`)."""
+        return await self._client.messages.list(
+            workspace_id, status=status, sandbox_id=sandbox_id, since=since, limit=limit
+        )
+
+    def list_collaborations(
+        self,
+        workspace_id: str,
+        *,
+        status: str | Sequence[str] | None = None,
+        search: str | None = None,
+        order: str | None = None,
+        per_page: int = 20,
+        limit: int | None = None,
+    ) -> Paginator[CollaborationSummary]:
+        """The workspace's collaborations, newest first, page by page (iterate, or await for a
+        list); `search` matches the task."""
+        return Paginator(
+            self._core,
+            f"workspaces/{workspace_id}/collaborations",
+            CollaborationSummary.model_validate,
+            {"status": _many(status), "search": search, "order": order},
+            per_page=per_page,
+            limit=limit,
+        )
+
 
 # -- sandboxes -----------------------------------------------------------------------------------
 
@@ -403,12 +448,19 @@ class Sandbox:
         direction: str | None = None,
         limit: int | None = None,
         since: datetime | str | None = None,
+        status: str | Sequence[str] | None = None,
     ) -> list[Message]:
-        """Messages sent to and/or from this sandbox (`direction`: sent, received, both)."""
+        """Messages sent to and/or from this sandbox (`direction`: sent, received, both;
+        `status`: one or several delivery statuses)."""
         ans = await self._core.request(
             "GET",
             self._path("/messages"),
-            params={"direction": direction, "limit": limit, "since": since},
+            params={
+                "direction": direction,
+                "limit": limit,
+                "since": since,
+                "status": _many(status),
+            },
         )
         return [Message.model_validate(m) for m in (ans.data or {}).get("messages", [])]
 
@@ -542,6 +594,29 @@ class MessagesResource:
         ans = await self._core.request("GET", f"messages/{message_id}")
         return Message.model_validate(ans.data)
 
+    async def list(
+        self,
+        workspace_id: str,
+        *,
+        status: str | Sequence[str] | None = None,
+        sandbox_id: str | None = None,
+        since: datetime | str | None = None,
+        limit: int | None = None,
+    ) -> list[Message]:
+        """Every message of a workspace, newest first (`status`: one or several, e.g.
+        ``("failed", "timeout")``; `sandbox_id`: either end; `limit` 1-1000, default 50)."""
+        ans = await self._core.request(
+            "GET",
+            f"workspaces/{workspace_id}/messages",
+            params={
+                "status": _many(status),
+                "sandbox_id": sandbox_id,
+                "since": since,
+                "limit": limit,
+            },
+        )
+        return [Message.model_validate(m) for m in (ans.data or {}).get("messages", [])]
+
     async def retry(self, message_id: str) -> MessageAction:
         """Re-enqueue a failed delivery (202)."""
         ans = await self._core.request("POST", f"messages/{message_id}/retry")
@@ -634,47 +709,72 @@ class Collaboration:
         )
 
     async def watch(
-        self, *, poll_interval: float = 2.0, use_stream: bool = True
+        self,
+        *,
+        poll_interval: float = 2.0,
+        use_stream: bool = True,
+        max_poll_interval: float = 30.0,
+        connect_timeout: float = 10.0,
     ) -> AsyncIterator[CollaborationInfo]:
         """Snapshots of the collaboration as it progresses, the first at once, the last when
         it reaches `completed`, `failed` or `cancelled`.
 
-        Each event pushed on `WS /ws/collaborations/{id}` triggers a re-read (and a slow poll
-        every 15 s guards against a missed one); while the stream cannot be opened the
-        collaboration is polled every `poll_interval` seconds and the stream retried.
+        Watching costs two reads however long the run: the stream `WS /ws/collaborations/{id}`
+        is opened first, then the collaboration read once; every later snapshot is built from
+        the stream's `collaboration` events (each carries the status, the whole progress, the
+        estimate and a version), and the final state is read once more (deliverables, result,
+        messages). Each version reaches the caller once, never an older one after a newer.
+        Only while the stream cannot be had (refused, unreachable for `connect_timeout`
+        seconds) is the collaboration polled: every `poll_interval` seconds, doubling up to
+        `max_poll_interval` while nothing changes, waiting out a 429's `Retry-After`; the
+        stream is tried again meanwhile and takes over when it connects.
         """
-        await self.refresh()
-        last = self.info.model_dump_json()
-        yield self.info
-        if self.info.done:
-            return
-        stream: EventStream | None = None
+        follower = _Follower(self, poll_interval, max_poll_interval)
+        stream = self.stream_for_watch() if use_stream else None
         pending: asyncio.Future[Any] | None = None
-        retry_stream_at = 0.0
+        retry_stream_at = float("inf")
         try:
+            if stream is not None:
+                pending = asyncio.ensure_future(stream.__anext__())
+                # Subscribed before the read, so no change between the two is missed.
+                connected = asyncio.ensure_future(stream.connected.wait())
+                await asyncio.wait({pending, connected}, timeout=connect_timeout)
+                connected.cancel()
+            await follower.read()
+            yield self.info
+            if self.info.done:
+                return
             while True:
-                if use_stream and stream is None and time.monotonic() >= retry_stream_at:
-                    stream = self.stream()
-                if stream is not None:
-                    if pending is None:
-                        pending = asyncio.ensure_future(stream.__anext__())
-                    wait = max(poll_interval, 15.0) if stream.connected.is_set() else poll_interval
-                    done, _ = await asyncio.wait({pending}, timeout=wait)
-                    if done:
+                if stream is not None and pending is not None:
+                    live = stream.connected.is_set()
+                    done, _ = await asyncio.wait(
+                        {pending}, timeout=None if live else follower.interval
+                    )
+                    if not done:  # no stream yet: poll meanwhile
+                        if await follower.poll():
+                            yield self.info
+                    else:
                         finished, pending = pending, None
                         try:
-                            finished.result()
+                            event = finished.result()
                         except (StopAsyncIteration, AInTandemError):
                             await stream.aclose()
-                            stream = None  # poll meanwhile; the stream is retried later
-                            retry_stream_at = time.monotonic() + 5 * poll_interval
+                            stream = None  # refused or lost for good: poll, retry it later
+                            retry_stream_at = time.monotonic() + max(60.0, max_poll_interval)
+                            continue
+                        pending = asyncio.ensure_future(stream.__anext__())
+                        if event.channel == "collaboration" and follower.apply(event.data):
+                            if self.info.done:
+                                await follower.read_final()
+                            yield self.info
                 else:
-                    await asyncio.sleep(poll_interval)
-                await self.refresh()
-                current = self.info.model_dump_json()
-                if current != last:
-                    last = current
-                    yield self.info
+                    if use_stream and time.monotonic() >= retry_stream_at:
+                        stream = self.stream_for_watch()
+                        pending = asyncio.ensure_future(stream.__anext__())
+                        continue
+                    await asyncio.sleep(follower.interval)
+                    if await follower.poll():
+                        yield self.info
                 if self.info.done:
                     return
         finally:
@@ -684,6 +784,18 @@ class Collaboration:
                     await pending
             if stream is not None:
                 await stream.aclose()
+
+    def stream_for_watch(self) -> EventStream:
+        """The stream `watch()` follows (every channel: a collaboration's stream cannot be
+        narrowed to its `collaboration` events, the others are skipped), reconnecting and
+        resuming after the last event for as long as it takes."""
+        return EventStream(
+            self._core,
+            f"ws/collaborations/{self.id}",
+            None,
+            max_reconnect_attempts=1_000_000,
+            query_channels=False,
+        )
 
     async def wait(
         self,
@@ -715,6 +827,97 @@ class Collaboration:
                 details={"collaboration_id": self.id},
             )
         return info
+
+
+_TERMINAL = ("completed", "failed", "cancelled")
+
+
+def _rank(status: str, progress: Any) -> tuple[bool, int, int]:
+    """How far a state is: finished, percentage, steps completed (each only grows)."""
+    pct = int(getattr(progress, "percentage", 0) or 0) if progress is not None else 0
+    done = len(getattr(progress, "completed_steps", []) or []) if progress is not None else 0
+    return (status in _TERMINAL, pct, done)
+
+
+def _state_key(info: CollaborationInfo) -> str:
+    """What makes a snapshot new (the estimate alone does not)."""
+    progress = info.progress.model_dump(mode="json") if info.progress else None
+    error = info.error.model_dump(mode="json") if info.error else None
+    return json.dumps([info.status, progress, info.result, error], sort_keys=True, default=str)
+
+
+class _Follower:
+    """`Collaboration.watch()`'s bookkeeping: snapshots from events, reads, polling back-off."""
+
+    def __init__(self, collab: Collaboration, poll_interval: float, max_interval: float) -> None:
+        self.collab = collab
+        self.base = max(0.05, poll_interval)
+        self.max = max(self.base, max_interval)
+        self.interval = self.base
+        self.version = 0  # the last version applied from the stream
+        self.key = ""
+
+    async def read(self) -> None:
+        await self.collab.refresh()
+        self.key = _state_key(self.collab.info)
+        version = getattr(self.collab.info, "version", None)  # when the server says it
+        if isinstance(version, int):
+            self.version = version
+
+    async def read_final(self) -> None:
+        """The finished state in full (deliverables, messages, completed_at); the version's
+        own snapshot stays the one yielded, so the end is reported once."""
+        with contextlib.suppress(AInTandemError):
+            await self.read()
+
+    async def poll(self) -> bool:
+        """One poll; True when the state changed. Back-off doubles while nothing changes."""
+        try:
+            await self.collab.refresh()
+        except RateLimitExceeded as exc:
+            self.interval = max(self.interval * 2, float(exc.retry_after or 0), self.base)
+            return False
+        key = _state_key(self.collab.info)
+        if key == self.key:
+            self.interval = min(self.interval * 2, self.max)
+            return False
+        self.key, self.interval = key, self.base
+        return True
+
+    def apply(self, data: Any) -> bool:
+        """Fold one `collaboration` event into `info`; True when it is a new snapshot (a newer
+        version, not behind what was read, not the same state again)."""
+        if not isinstance(data, dict):
+            return False
+        version = data.get("version")
+        if isinstance(version, int):
+            if version <= self.version:
+                return False
+            self.version = version
+        info = self.collab.info
+        body = info.model_dump(by_alias=True)
+        body["status"] = data.get("status") or info.status
+        if isinstance(data.get("progress"), dict):
+            body["progress"] = data["progress"]
+            states = data["progress"].get("participants") or {}
+            for p in body.get("participants") or []:
+                state = states.get(p.get("sandbox_id")) or {}
+                for k in ("status", "messages_exchanged"):
+                    if k in state:
+                        p[k] = state[k]
+        if "estimated_completion" in data:
+            body["estimated_completion"] = data["estimated_completion"]
+        if data.get("result") is not None:
+            body["result"] = data["result"]
+        new = CollaborationInfo.model_validate(body)
+        if _rank(new.status, new.progress) < _rank(info.status, info.progress):
+            return False  # an event from before the read: older than what was shown
+        key = _state_key(new)
+        self.collab.info = new
+        if key == self.key:
+            return False
+        self.key = key
+        return True
 
 
 class CollaborationsResource:
@@ -769,6 +972,26 @@ class CollaborationsResource:
         collab = Collaboration(self._client, info)
         collab.started = started
         return collab
+
+    def list(
+        self,
+        workspace_id: str,
+        *,
+        status: str | Sequence[str] | None = None,
+        search: str | None = None,
+        order: str | None = None,
+        per_page: int = 20,
+        limit: int | None = None,
+    ) -> Paginator[CollaborationSummary]:
+        """A workspace's collaborations (same as `client.workspaces.list_collaborations`)."""
+        return self._client.workspaces.list_collaborations(
+            workspace_id,
+            status=status,
+            search=search,
+            order=order,
+            per_page=per_page,
+            limit=limit,
+        )
 
     async def get(self, collaboration_id: str) -> Collaboration:
         ans = await self._core.request("GET", f"collaborations/{collaboration_id}")

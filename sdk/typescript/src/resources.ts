@@ -1,4 +1,4 @@
-import { CollaborationFailedError, WaitTimeoutError } from './errors.js';
+import { CollaborationFailedError, RateLimitExceededError, WaitTimeoutError } from './errors.js';
 import type { HttpClient } from './http.js';
 import { Paginator } from './pagination.js';
 import { Sandbox } from './sandbox.js';
@@ -10,7 +10,9 @@ import type {
   CollaborationAccepted,
   CollaborationCancelled,
   CollaborationData,
+  CollaborationListParams,
   CollaborationStatus,
+  CollaborationSummary,
   DiscoveredAgents,
   DiscoverParams,
   JsonObject,
@@ -19,6 +21,7 @@ import type {
   MessageAccepted,
   MessageDecision,
   MessageDetail,
+  MessageList,
   MessageRetried,
   MetricsAggregate,
   OrchestrateRequest,
@@ -41,6 +44,7 @@ import type {
   WorkspaceData,
   WorkspaceDetail,
   WorkspaceDetailData,
+  WorkspaceMessagesParams,
   WorkspaceUpdate,
 } from './types.js';
 
@@ -166,6 +170,25 @@ export class WorkspacesApi {
     return res.data;
   }
 
+  /** GET /workspaces/{id}/messages: every message of the workspace, newest first (filters: status, sandbox_id, since). */
+  async listMessages(workspaceId: string, params: WorkspaceMessagesParams = {}): Promise<MessageList> {
+    const res = await this.http.request<MessageList>('GET', `/workspaces/${p(workspaceId)}/messages`, {
+      query: { ...params },
+    });
+    return res.data;
+  }
+
+  /** GET /workspaces/{id}/collaborations, every page, newest first (filter: status; search in the task). */
+  listCollaborations(workspaceId: string, params: CollaborationListParams = {}): Paginator<CollaborationSummary> {
+    return new Paginator<CollaborationSummary>(
+      this.http,
+      `/workspaces/${p(workspaceId)}/collaborations`,
+      { ...params },
+      (raw: CollaborationSummary) => raw,
+      (c) => c.collaboration_id,
+    );
+  }
+
   /** GET /workspaces/{id}/agents/discover: agents by capability, role, sandbox. */
   async discoverAgents(workspaceId: string, params: DiscoverParams = {}): Promise<DiscoveredAgents> {
     const res = await this.http.request<DiscoveredAgents>('GET', `/workspaces/${p(workspaceId)}/agents/discover`, {
@@ -221,6 +244,11 @@ export class MessagesApi {
     return new Sandbox(this.http, { sandbox_id: fromSandboxId }).sendMessage(to, content, options);
   }
 
+  /** GET /workspaces/{id}/messages (same as workspaces.listMessages). */
+  async list(workspaceId: string, params: WorkspaceMessagesParams = {}): Promise<MessageList> {
+    return new WorkspacesApi(this.http).listMessages(workspaceId, params);
+  }
+
   /** GET /messages/{id}: with the linked response, once there is one. */
   async get(messageId: string): Promise<MessageDetail> {
     return (await this.http.request<MessageDetail>('GET', `/messages/${p(messageId)}`)).data;
@@ -255,12 +283,16 @@ export const TERMINAL_COLLABORATION_STATUSES: readonly CollaborationStatus[] = [
 ];
 
 export interface WatchOptions {
-  /** Poll interval without a WebSocket (default 2 000 ms); with one, a 5x slower safety net. */
+  /** Poll interval without a WebSocket (default 2 000 ms); none while the stream is live. */
   intervalMs?: number;
   /** Give up after this long with a WaitTimeoutError (default: no limit). */
   timeoutMs?: number;
   /** Use WS /ws/collaborations/{id} to learn of changes at once (default true when available). */
   useWebSocket?: boolean;
+  /** Polling without a WebSocket backs off up to this (default 30 000 ms). */
+  maxIntervalMs?: number;
+  /** How long to wait for the WebSocket before reading (default 10 000 ms). */
+  connectTimeoutMs?: number;
   signal?: AbortSignal;
 }
 
@@ -306,6 +338,11 @@ export class CollaborationsApi {
     return new Collaboration(this, res.data);
   }
 
+  /** GET /workspaces/{id}/collaborations (same as workspaces.listCollaborations). */
+  list(workspaceId: string, params: CollaborationListParams = {}): Paginator<CollaborationSummary> {
+    return new WorkspacesApi(this.http).listCollaborations(workspaceId, params);
+  }
+
   /** GET /collaborations/{id}: status, progress, participants, deliverables, result. */
   async get(collaborationId: string): Promise<CollaborationData> {
     return (await this.http.request<CollaborationData>('GET', `/collaborations/${p(collaborationId)}`)).data;
@@ -323,35 +360,52 @@ export class CollaborationsApi {
 
   /**
    * Snapshots of the collaboration as it changes, ending with the terminal one (completed,
-   * failed, cancelled). Changes are noticed through WS /ws/collaborations/{id} (each frame
-   * triggers a GET) and, when no WebSocket is available or the stream fails, by polling.
+   * failed, cancelled). Watching costs two GETs however long the run: the stream
+   * WS /ws/collaborations/{id} (channel `collaboration`) is opened first, the collaboration read
+   * once, and every later snapshot is built from the stream's events (each carries the status,
+   * the whole progress, the estimate and a version; a version is yielded once, never an older
+   * state after a newer); the finished state is read once more in full. Only while no
+   * WebSocket can be had is it polled: every `intervalMs`, doubling up to `maxIntervalMs` while
+   * nothing changes, waiting out a 429's Retry-After.
    */
   async *watch(
     collaborationId: string,
     options: WatchOptions = {},
   ): AsyncGenerator<CollaborationData, void, undefined> {
-    const interval = options.intervalMs ?? 2_000;
+    const base = options.intervalMs ?? 2_000;
+    const maxInterval = Math.max(base, options.maxIntervalMs ?? 30_000);
+    let interval = base;
     const deadline = options.timeoutMs === undefined ? null : Date.now() + options.timeoutMs;
     let stream: EventStream | null = null;
     let iterator: AsyncIterator<StreamFrame> | null = null;
     let pending: Promise<IteratorResult<StreamFrame>> | null = null;
+    let live = false;
     try {
-      let current = await this.get(collaborationId);
-      let seen = JSON.stringify(current);
-      yield current;
-      if (TERMINAL_COLLABORATION_STATUSES.includes(current.status)) return;
       if ((options.useWebSocket ?? true) && this.http.WebSocket) {
-        // Follow every channel: whatever the stream says, a fresh GET tells what changed.
+        // Every channel: a collaboration's stream has no `collaboration` filter; others are skipped.
         stream = new EventStream(this.http, `/ws/collaborations/${p(collaborationId)}`, null, {
           signal: options.signal,
+          maxReconnects: 1_000_000,
         });
         iterator = stream[Symbol.asyncIterator]();
         pending = this.next(iterator);
+        // Subscribed before the read, so no change between the two is missed.
+        const connectWait = new Promise<void>((resolve) => setTimeout(resolve, options.connectTimeoutMs ?? 10_000));
+        live = await Promise.race([
+          stream.ready.then(() => true, () => false),
+          connectWait.then(() => false),
+        ]);
       }
+      let current = await this.get(collaborationId);
+      let seen = stateKey(current);
+      let version = 0;
+      yield current;
+      if (TERMINAL_COLLABORATION_STATUSES.includes(current.status)) return;
       for (;;) {
-        const wait = pending ? interval * 5 : interval;
-        const remaining = deadline === null ? wait : Math.min(wait, deadline - Date.now());
-        if (remaining <= 0) {
+        const wait = pending && live ? null : interval;
+        const remaining =
+          deadline === null ? wait : Math.min(wait ?? Number.POSITIVE_INFINITY, deadline - Date.now());
+        if (deadline !== null && Date.now() >= deadline) {
           throw new WaitTimeoutError({
             status: 0,
             code: 'WAIT_TIMEOUT',
@@ -360,26 +414,69 @@ export class CollaborationsApi {
           });
         }
         let timer: ReturnType<typeof setTimeout> | undefined;
-        const timeout = new Promise<'timeout'>((resolve) => {
-          timer = setTimeout(() => resolve('timeout'), remaining);
-        });
-        const outcome = await Promise.race([
-          timeout,
-          ...(pending
-            ? [pending.then((r) => (r.done ? 'ended' : 'frame'), () => 'ended' as const)]
-            : []),
-        ]);
+        const racers: Promise<{ kind: 'timeout' } | { kind: 'frame'; frame: StreamFrame } | { kind: 'ended' }>[] = [];
+        if (remaining !== null) {
+          racers.push(
+            new Promise((resolve) => {
+              timer = setTimeout(() => resolve({ kind: 'timeout' }), Math.max(0, remaining));
+            }),
+          );
+        }
+        if (pending) {
+          racers.push(
+            pending.then(
+              (r) => (r.done ? { kind: 'ended' as const } : { kind: 'frame' as const, frame: r.value }),
+              () => ({ kind: 'ended' as const }),
+            ),
+          );
+        }
+        const outcome = await Promise.race(racers);
         clearTimeout(timer);
         options.signal?.throwIfAborted();
-        if (outcome === 'frame' && iterator) pending = this.next(iterator);
-        else if (outcome === 'ended') {
-          pending = null; // the stream gave up (or is refused): poll from here on
-          stream?.close();
+        if (outcome.kind === 'frame' && iterator) {
+          live = true;
+          pending = this.next(iterator);
+          const next = applyEvent(current, outcome.frame, version);
+          if (next === null) continue;
+          version = next.version;
+          const key = stateKey(next.snapshot);
+          current = next.snapshot;
+          if (key === seen) continue;
+          seen = key;
+          if (TERMINAL_COLLABORATION_STATUSES.includes(current.status)) {
+            try {
+              current = await this.get(collaborationId); // the finished state in full, once
+            } catch {
+              // the event's snapshot stands
+            }
+            yield current;
+            return;
+          }
+          yield current;
+          continue;
         }
-        current = await this.get(collaborationId);
-        const text = JSON.stringify(current);
-        if (text !== seen) {
-          seen = text;
+        if (outcome.kind === 'ended') {
+          pending = null; // refused or lost for good: poll from here on
+          live = false;
+          stream?.close();
+          continue;
+        }
+        try {
+          current = await this.get(collaborationId);
+        } catch (error) {
+          if (error instanceof RateLimitExceededError) {
+            const after = Number(error.details?.retry_after_seconds ?? 0) * 1000;
+            interval = Math.max(interval * 2, after, base);
+            continue;
+          }
+          throw error;
+        }
+        const key = stateKey(current);
+        if (key === seen) {
+          interval = Math.min(interval * 2, maxInterval);
+        } else {
+          seen = key;
+          interval = base;
           yield current;
         }
         if (TERMINAL_COLLABORATION_STATUSES.includes(current.status)) return;
@@ -430,3 +527,78 @@ export class SystemApi {
   }
 }
 
+
+const TERMINAL_RANK: readonly string[] = ['completed', 'failed', 'cancelled'];
+
+/** How far a state is: finished, percentage, steps completed (each only grows). */
+function rank(c: CollaborationData): [number, number, number] {
+  return [
+    TERMINAL_RANK.includes(c.status) ? 1 : 0,
+    Math.trunc(c.progress?.percentage ?? 0),
+    c.progress?.completed_steps?.length ?? 0,
+  ];
+}
+
+function before(a: [number, number, number], b: [number, number, number]): boolean {
+  for (let i = 0; i < 3; i++) {
+    const x = a[i] ?? 0;
+    const y = b[i] ?? 0;
+    if (x !== y) return x < y;
+  }
+  return false;
+}
+
+/** What makes a snapshot new (the estimate alone does not). */
+function stateKey(c: CollaborationData): string {
+  return JSON.stringify([c.status, c.progress ?? null, c.result ?? null, c.error ?? null]);
+}
+
+/**
+ * Fold one `collaboration` event into the last snapshot; null when it is not newer (a version
+ * seen, or a state behind the one read).
+ */
+function applyEvent(
+  current: CollaborationData,
+  frame: StreamFrame,
+  version: number,
+): { snapshot: CollaborationData; version: number } | null {
+  if (frame.channel !== 'collaboration') return null;
+  const data = (frame.data ?? {}) as JsonObject;
+  const v = typeof data.version === 'number' ? data.version : null;
+  if (v !== null && v <= version) return null;
+  const next = { ...current } as CollaborationData & Record<string, unknown>;
+  if (typeof data.status === 'string') next.status = data.status as CollaborationStatus;
+  const progress = data.progress as JsonObject | undefined;
+  if (progress && typeof progress === 'object') {
+    next.progress = {
+      percentage: Math.trunc(Number(progress.percentage ?? 0)),
+      current_step: (progress.current_step as string | null) ?? null,
+      completed_steps: (progress.completed_steps as string[]) ?? [],
+      remaining_steps: (progress.remaining_steps as string[]) ?? [],
+    };
+    const states = (progress.participants ?? {}) as Record<string, JsonObject>;
+    if (Array.isArray(current.participants)) {
+      next.participants = current.participants.map((p) => {
+        const state = states[(p as { sandbox_id: string }).sandbox_id];
+        return state ? { ...p, ...pick(state, ['status', 'messages_exchanged']) } : p;
+      }) as CollaborationData['participants'];
+    }
+  }
+  if ('estimated_completion' in data) {
+    (next as Record<string, unknown>).estimated_completion = data.estimated_completion;
+  }
+  if (data.result !== undefined && data.result !== null) {
+    (next as Record<string, unknown>).result = data.result;
+  }
+  if (before(rank(next), rank(current))) return null;
+  return { snapshot: next, version: v ?? version };
+}
+
+function pick(o: JsonObject, keys: string[]): JsonObject {
+  const out: JsonObject = {};
+  for (const k of keys) {
+    const v = o[k];
+    if (v !== undefined) out[k] = v;
+  }
+  return out;
+}

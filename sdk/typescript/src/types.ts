@@ -226,6 +226,18 @@ export interface CollaborationPolicy {
   rules?: PolicyRule[];
 }
 
+/**
+ * The provider and model an agent that names none really gets: `offline` is the embedded model,
+ * used when the workspace configures no usable provider.
+ * @schema EffectiveLLM
+ */
+export interface EffectiveLLM {
+  provider: string;
+  model: string;
+  source: 'default_llm_provider' | 'only_provider' | 'offline';
+  reason: string;
+}
+
 /** @schema WorkspaceConfigOut */
 export interface WorkspaceConfig {
   workspace_id: string;
@@ -233,6 +245,7 @@ export interface WorkspaceConfig {
   llm_providers: LLMProviderOut[];
   mcp_servers: McpServerOut[];
   collaboration_policy: CollaborationPolicy;
+  effective_llm: EffectiveLLM;
 }
 
 export interface WorkspaceConfigUpdate {
@@ -497,16 +510,40 @@ export interface MessageDetail extends Message {
   response: (JsonObject & { message_id: string; content: JsonObject }) | null;
 }
 
+/** What a message list holds and the filters that made it. @schema MessageListMeta */
+export interface MessageListMeta {
+  /** Messages matching the filters (may exceed `returned`). */
+  total: number;
+  returned: number;
+  since: string | null;
+  direction?: 'sent' | 'received' | 'both' | null;
+  status?: MessageStatus[] | null;
+  sandbox_id?: string | null;
+}
+
 /** @schema MessageList */
 export interface MessageList {
   messages: Message[];
-  meta: { total: number; since?: string | null } & JsonObject;
+  meta: MessageListMeta;
 }
 
 export interface MessagesParams {
   direction?: 'sent' | 'received' | 'both';
   limit?: number;
   since?: string | Date;
+  /** Only messages in this delivery status. */
+  status?: MessageStatus;
+}
+
+/** Query of GET /workspaces/{id}/messages (newest first). */
+export interface WorkspaceMessagesParams {
+  /** Only messages in this delivery status (e.g. `failed`). */
+  status?: MessageStatus;
+  /** Only messages this sandbox sent or received. */
+  sandbox_id?: string;
+  since?: string | Date;
+  /** 1-1000 (default 50). */
+  limit?: number;
 }
 
 /** @schema live:MessageRetried */
@@ -699,6 +736,32 @@ export interface CollaborationData {
   started_at: string | null;
   estimated_completion: string | null;
   completed_at: string | null;
+}
+
+/** One item of GET /workspaces/{id}/collaborations. @schema CollaborationSummary */
+export interface CollaborationSummary {
+  collaboration_id: string;
+  workspace_id: string;
+  task: string;
+  collaboration_mode: CollaborationMode;
+  orchestrator: Record<string, string>;
+  status: CollaborationStatus;
+  percentage: number;
+  /** Sandbox ids. */
+  participants: string[];
+  /** From `result`: the model's own plan or the fallback. */
+  plan_source?: string | null;
+  warnings?: string[];
+  error: CollaborationError | null;
+  timeout: number;
+  created_at: string;
+  started_at: string | null;
+  completed_at: string | null;
+}
+
+/** Query of GET /workspaces/{id}/collaborations (page/per_page, search in the task). */
+export interface CollaborationListParams extends ListParams {
+  status?: CollaborationStatus;
 }
 
 /** @schema CollaborationCancelled */
