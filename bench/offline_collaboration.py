@@ -47,7 +47,7 @@ def _good(d: dict[str, Any]) -> tuple[bool, str]:
     for name in DELIVERABLES:
         text = str((d.get("deliverables") or {}).get(name) or "")
         if len(text.strip()) < 40 or not any(w in text.lower() for w in ABOUT):
-            return False, f"deliverable {name} is empty or off the task"
+            return False, f"deliverable {name} is empty or off the task: {text[:80]!r}"
     return True, "ok"
 
 
