@@ -95,13 +95,18 @@ export interface WorkspaceSettings {
   default_llm_provider?: LLMProviderName;
   collaboration_policy?: PolicyMode;
   resource_defaults?: ResourceDefaults;
+  /** What the workspace's sandboxes may reach besides each other (default 'none'). */
+  egress?: Egress;
 }
+
+export type Egress = 'none' | 'internet';
 
 export interface WorkspaceSettingsPatch {
   max_sandboxes?: number | null;
   default_llm_provider?: LLMProviderName | null;
   collaboration_policy?: PolicyMode | null;
   resource_defaults?: Partial<ResourceDefaults> | null;
+  egress?: Egress | null;
 }
 
 export interface WorkspaceCreate {
@@ -294,6 +299,8 @@ export interface Resources {
   cpu_cores?: number | null;
   timeout_seconds?: number | null;
   max_processes?: number | null;
+  /** Size of /workspace in MiB (default 1024, at most the operator's cap). */
+  disk_mb?: number | null;
 }
 
 /** Body of POST /workspaces/{id}/sandboxes. */
@@ -381,6 +388,8 @@ export interface SandboxStatus {
     memory_mb: Allocation;
     cpu_cores: Allocation;
     max_processes: Allocation;
+    /** /workspace: its size (resources.disk_mb) and what is used of it. */
+    disk_mb?: Allocation;
   };
   connections: {
     collaboration_bus: string;
@@ -417,6 +426,8 @@ export interface SandboxMetrics {
     memory_usage_mb: number | null;
     memory_usage_percent: number | null;
     disk_usage_mb: number | null;
+    disk_limit_mb?: number | null;
+    disk_usage_percent?: number | null;
     network_in_bytes: number | null;
     network_out_bytes: number | null;
     processes: number;
