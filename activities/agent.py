@@ -155,6 +155,12 @@ class AgentActivities:
                 # The embedded model takes ~10 s a call on 2 cores: a turn of 8 tool rounds
                 # would eat a collaboration's whole timeout (the last round must answer).
                 request = replace(request, max_steps=OFFLINE_MAX_STEPS)
+                if m.collaboration_id:
+                    # A collaboration step's answer is its deliverable, as text. Given tools, the
+                    # small model writes the work into files and answers with a one-line
+                    # summary (measured: 'user authentication feature' as the backend_api);
+                    # without, it writes the deliverable. Replies to plain messages keep tools.
+                    request = replace(request, tools=[])
             if fmt is not None and request.provider.max_tokens < STRUCTURED_MIN_TOKENS:
                 # A JSON answer cut off at the token limit is no answer at all.
                 provider = replace(request.provider, max_tokens=STRUCTURED_MIN_TOKENS)
