@@ -46,6 +46,10 @@ MAX_TOOL_OUTPUT = 16_000  # characters of a tool result handed back to the model
 STRUCTURED_MIN_TOKENS = 1024
 # Model calls a turn on the embedded model may make (tool rounds + the answer).
 OFFLINE_MAX_STEPS = 3
+OFFLINE_STEP_HINT = (
+    "Write the content itself (the text, design or code, at least a few sentences), "
+    "not its name and not a summary of what you would do."
+)
 
 
 def choose_provider(ws: Workspace, sandbox: Sandbox, agent: dict[str, object]) -> LLMProviderConfig:
@@ -160,7 +164,10 @@ class AgentActivities:
                     # small model writes the work into files and answers with a one-line
                     # summary (measured: 'user authentication feature' as the backend_api);
                     # without, it writes the deliverable. Replies to plain messages keep tools.
-                    request = replace(request, tools=[])
+                    # Told plainly, too: asked to "reply with the deliverable itself" it
+                    # sometimes replied with the deliverable's name.
+                    hint = [] if fmt is not None else [ChatMessage("user", OFFLINE_STEP_HINT)]
+                    request = replace(request, tools=[], messages=[*request.messages, *hint])
             if fmt is not None and request.provider.max_tokens < STRUCTURED_MIN_TOKENS:
                 # A JSON answer cut off at the token limit is no answer at all.
                 provider = replace(request.provider, max_tokens=STRUCTURED_MIN_TOKENS)
